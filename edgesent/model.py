@@ -1,0 +1,355 @@
+"""Models: load a backbone + classification head, apply the training method, load runs back.
+
+Sources: a local folder in Hugging Face layout, or a hub id (loaded through the hub; offline
+machines get a one-line error saying how to point the recipe at a local folder).
+
+Security defaults: only safetensors are loaded unless `model.allow_pickle` is set, and
+`trust_remote_code` stays off unless the recipe sets it.
+
+Heads. `head: default` keeps the architecture's own head (BERT/DistilBERT/RoBERTa `classifier`,
+decoder `score` on the last non-pad token). `head: mlp` replaces a single-Linear head with
+Dropout -> Linear -> GELU -> Dropout -> Linear (the Pythia-14M card's head); for decoders the
+transformers pooling (last non-pad token) is kept. The head spec is stored in `config.json` as
+`edgesent_head`, so `load_model_dir` rebuilds the same module before loading the weights.
+
+Run folder layout (written by `edgesent.train`):
+
+    <run>/recipe.yaml   resolved recipe          <run>/metrics.json   final metrics
+    <run>/model/        full/frozen/last_block: config.json + model.safetensors
+    <run>/adapter/      lora: peft adapter (+ the trained head as modules_to_save)
+    <run>/tokenizer/    tokenizer files          <run>/checkpoints/   Trainer checkpoints (--resume)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from edgesent.errors import ModelError
+
+HEAD_NAMES = ("score", "classifier", "pre_classifier")
+WEIGHT_FILES_SAFE = ("model.safetensors", "model.safetensors.index.json")
+WEIGHT_FILES_PICKLE = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+# --------------------------------------------------------------------------------------------
+# Sources
+
+
+def _hub_error(name: str, exc: Exception) -> ModelError:
+    return ModelError(
+        f"cannot load '{name}' from the Hugging Face hub ({type(exc).__name__}: the hub is unreachable or the id is wrong); "
+        f"download it elsewhere and point the recipe at the folder, e.g. --set model.name_or_path=/path/to/{name.split('/')[-1]}"
+    )
+
+
+def check_local_model_dir(path: Path, allow_pickle: bool, need_weights: bool = True) -> None:
+    if not path.is_dir():
+        raise ModelError(f"model folder not found: {path}")
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{path} holds no model (no config.json)")
+    if not need_weights:
+        return
+    if any((path / f).is_file() for f in WEIGHT_FILES_SAFE):
+        from edgesent.artifact import LFS_MAGIC
+
+        weights = path / "model.safetensors"
+        if weights.is_file():
+            with open(weights, "rb") as fh:
+                head = fh.read(64)
+            if head.startswith(LFS_MAGIC):
+                raise ModelError(f"{weights} is a git-lfs pointer, not the weights (run `git lfs pull`)")
+        return
+    if any((path / f).is_file() for f in WEIGHT_FILES_PICKLE):
+        if not allow_pickle:
+            raise ModelError(
+                f"{path} has only pickled weights (pytorch_model.bin), which can run code when loaded; "
+                "convert them to safetensors or set model.allow_pickle: true if you trust the file"
+            )
+        return
+    raise ModelError(
+        f"{path} has a config.json but no weights (model.safetensors); "
+        "set model.random_init: true to build random weights from the config"
+    )
+
+
+def is_local(name_or_path: str) -> bool:
+    return Path(name_or_path).expanduser().exists() or name_or_path.startswith((".", "/", "~"))
+
+
+def load_config(name_or_path: str, trust_remote_code: bool = False, **kwargs):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
+    except (OSError, ValueError) as exc:
+        if is_local(name_or_path):
+            raise ModelError(f"cannot read the model config in {name_or_path}: {str(exc).splitlines()[0]}") from None
+        raise _hub_error(name_or_path, exc) from None
+
+
+def load_tokenizer(name_or_path: str, pad_token: str | None = None, trust_remote_code: bool = False):
+    """A fast tokenizer with a pad token and right padding."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(name_or_path, use_fast=True, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        if is_local(name_or_path):
+            raise ModelError(f"cannot load a tokenizer from {name_or_path}: {str(exc).splitlines()[0]}") from None
+        raise _hub_error(name_or_path, exc) from None
+    if not getattr(tok, "is_fast", False):
+        raise ModelError(f"{name_or_path} has no fast tokenizer (tokenizer.json); edgesent needs one")
+    if pad_token is not None and (tok.pad_token is None or pad_token != "eos"):
+        value = tok.eos_token if pad_token == "eos" else pad_token
+        if value is None:
+            raise ModelError(f"model.pad_token is 'eos' but {name_or_path}'s tokenizer has no eos token")
+        tok.pad_token = value
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise ModelError(f"{name_or_path}'s tokenizer has no pad or eos token; set model.pad_token")
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "right"
+    return tok
+
+
+# --------------------------------------------------------------------------------------------
+# Heads
+
+
+def head_prefixes(model) -> list[str]:
+    """Top-level module names of the classification head (present in this model)."""
+    names = {n for n, _ in model.named_children()}
+    found = [n for n in HEAD_NAMES if n in names]
+    if getattr(model.config, "model_type", "") == "modernbert" and "head" in names:
+        found.insert(0, "head")
+    if not found:
+        raise ModelError(f"cannot find the classification head of {type(model).__name__}")
+    return found
+
+
+def mlp_head(in_features: int, hidden: int, out_features: int, dropout: float):
+    import torch.nn as nn
+
+    return nn.Sequential(
+        nn.Dropout(dropout), nn.Linear(in_features, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out_features)
+    )
+
+
+def attach_head(model, spec: dict | None):
+    """Replace the single-Linear head by the MLP head described by `spec` (stored in config)."""
+    import torch.nn as nn
+
+    if not spec or spec.get("type") != "mlp":
+        return model
+    for name in ("score", "classifier"):
+        layer = getattr(model, name, None)
+        if isinstance(layer, nn.Linear):
+            hidden = spec.get("hidden") or layer.in_features
+            setattr(model, name, mlp_head(layer.in_features, hidden, layer.out_features, spec.get("dropout", 0.1)))
+            model.config.edgesent_head = {"type": "mlp", "hidden": hidden, "dropout": spec.get("dropout", 0.1)}
+            return model
+    raise ModelError(
+        f"model.head: mlp needs a single Linear classification head, {type(model).__name__} has another kind; use head: default"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Building for training
+
+
+def build_model(recipe, labels: list[str], tokenizer=None):
+    """Backbone + head per the recipe, with the training method applied (LoRA wraps in peft)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    m = recipe.model
+    id2label = dict(enumerate(labels))
+    label2id = {v: k for k, v in id2label.items()}
+    kwargs: dict[str, Any] = dict(num_labels=len(labels), id2label=id2label, label2id=label2id)
+    if tokenizer is not None and tokenizer.pad_token_id is not None:
+        kwargs["pad_token_id"] = tokenizer.pad_token_id
+    if is_local(m.name_or_path):
+        check_local_model_dir(Path(m.name_or_path).expanduser(), m.allow_pickle, need_weights=not m.random_init)
+    torch.manual_seed(recipe.seed)
+    config = load_config(m.name_or_path, m.trust_remote_code, **kwargs)
+    if m.random_init:
+        model = AutoModelForSequenceClassification.from_config(config, trust_remote_code=m.trust_remote_code)
+    else:
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                m.name_or_path,
+                config=config,
+                use_safetensors=None if m.allow_pickle else True,
+                trust_remote_code=m.trust_remote_code,
+            )
+        except OSError as exc:
+            if is_local(m.name_or_path):
+                raise ModelError(f"cannot load weights from {m.name_or_path}: {str(exc).splitlines()[0]}") from None
+            raise _hub_error(m.name_or_path, exc) from None
+    if m.head == "mlp":
+        attach_head(model, {"type": "mlp", "hidden": m.head_hidden, "dropout": m.head_dropout})
+    if tokenizer is not None and tokenizer.pad_token_id is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return apply_method(model, recipe)
+
+
+def _layers(model):
+    """The ModuleList of transformer blocks of the backbone."""
+    import torch.nn as nn
+
+    best = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) > 0 and not name.startswith(HEAD_NAMES):
+            if best is None or len(module) >= len(best[1]):
+                best = (name, module)
+    if best is None:
+        raise ModelError(f"cannot find the transformer blocks of {type(model).__name__} for method last_block")
+    return best
+
+
+def apply_method(model, recipe):
+    m = recipe.model
+    heads = head_prefixes(model)
+    if m.method == "full":
+        return model
+    if m.method in ("frozen", "last_block"):
+        for name, p in model.named_parameters():
+            p.requires_grad = name.split(".")[0] in heads
+        if m.method == "last_block":
+            _, blocks = _layers(model)
+            for p in blocks[-1].parameters():
+                p.requires_grad = True
+        return model
+    # LoRA
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    module_names = {n.split(".")[-1] for n, _ in model.named_modules()}
+    missing = [t for t in m.lora.target_modules if t not in module_names]
+    if missing:
+        sample = sorted(n for n in module_names if n and not n.isdigit())[:12]
+        raise ModelError(
+            f"model.lora.target_modules {missing} match no module of {type(model).__name__} "
+            f"(modules include: {', '.join(sample)})"
+        )
+    cfg = LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=m.lora.r,
+        lora_alpha=m.lora.alpha,
+        lora_dropout=m.lora.dropout,
+        target_modules=list(m.lora.target_modules),
+        modules_to_save=heads,
+    )
+    return get_peft_model(model, cfg)
+
+
+def count_parameters(model) -> tuple[int, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total
+
+
+def head_parameter_names(model) -> set[str]:
+    """Names of parameters that belong to the classification head (works through peft wrappers)."""
+    base = model
+    for attr in ("base_model", "model"):
+        # PeftModel -> LoraModel -> transformers model
+        base = getattr(base, attr, base) if type(base).__name__.startswith(("Peft", "Lora")) else base
+    heads = head_prefixes(base)
+    out = set()
+    for name, _ in model.named_parameters():
+        parts = name.split(".")
+        if any(h in parts for h in heads):
+            out.add(name)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Loading back
+
+
+def load_model_dir(path: str | os.PathLike, allow_pickle: bool = False, trust_remote_code: bool = False):
+    """A saved sequence classifier (ours with an edgesent_head, or any HF one) in eval mode."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    path = Path(path)
+    if is_local(str(path)):
+        check_local_model_dir(path, allow_pickle)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    else:
+        config = load_config(str(path), trust_remote_code)
+    spec = getattr(config, "edgesent_head", None)
+    if spec:
+        from safetensors.torch import load_file
+
+        model = AutoModelForSequenceClassification.from_config(config, trust_remote_code=trust_remote_code)
+        attach_head(model, spec)
+        state = {}
+        index = path / "model.safetensors.index.json"
+        if index.is_file():
+            import json
+
+            for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
+                state.update(load_file(path / shard))
+        else:
+            state = load_file(path / "model.safetensors")
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        tied = set(getattr(model, "_tied_weights_keys", None) or [])
+        missing = [k for k in missing if k not in tied]
+        if missing or unexpected:
+            raise ModelError(f"{path}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    else:
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                path, use_safetensors=None if allow_pickle else True, trust_remote_code=trust_remote_code
+            )
+        except OSError as exc:
+            if is_local(str(path)):
+                raise ModelError(f"cannot load weights from {path}: {str(exc).splitlines()[0]}") from None
+            raise _hub_error(str(path), exc) from None
+    model.to(torch.float32)
+    model.eval()
+    return model
+
+
+def load_run(run_dir: str | os.PathLike, merge: bool = False):
+    """(model, tokenizer, recipe) of a finished run, in eval mode.
+
+    LoRA runs come back as a PeftModel unless `merge` is set, in which case the adapter is merged
+    into the base weights (`merge_and_unload`).
+    """
+    from edgesent.config import load_recipe
+
+    run = Path(run_dir)
+    if not (run / "recipe.yaml").is_file():
+        raise ModelError(f"{run} is not an edgesent run folder (no recipe.yaml)")
+    recipe = load_recipe(run / "recipe.yaml")
+    tok_dir = run / "tokenizer"
+    tokenizer = load_tokenizer(str(tok_dir if tok_dir.is_dir() else recipe.model.name_or_path), recipe.model.pad_token)
+    if (run / "model").is_dir():
+        model = load_model_dir(run / "model", recipe.model.allow_pickle, recipe.model.trust_remote_code)
+    elif (run / "adapter").is_dir():
+        model = load_lora_run(run, recipe, tokenizer, merge=merge)
+    else:
+        raise ModelError(f"{run} holds no trained model (no model/ or adapter/): did training finish?")
+    return model, tokenizer, recipe
+
+
+def load_lora_run(run: Path, recipe, tokenizer, merge: bool = False):
+    import json
+
+    from peft import PeftModel
+
+    labels_file = run / "adapter" / "edgesent_labels.json"
+    labels = json.loads(labels_file.read_text()) if labels_file.is_file() else recipe.data.labels
+    base_recipe = recipe.model_copy(deep=True)
+    base_recipe.model.method = "full"
+    base = build_model(base_recipe, labels, tokenizer)
+    model = PeftModel.from_pretrained(base, run / "adapter")
+    model.eval()
+    if merge:
+        model = model.merge_and_unload()
+        model.eval()
+    return model
