@@ -1,0 +1,3 @@
+from edgesent.cli import main
+
+main()
