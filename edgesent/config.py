@@ -184,7 +184,10 @@ class Recipe(_Strict):
         return self
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        data = self.model_dump(mode="json")
+        if data.get("sweep") is None:  # no `sweep: null` line in run recipes and sweep best recipes
+            data.pop("sweep", None)
+        return yaml.safe_dump(data, sort_keys=False)
 
 
 def _check_path(recipe: BaseModel, dotted: str) -> None:
@@ -215,7 +218,7 @@ def _all_keys() -> list[str]:
     out = []
 
     def walk(cls, prefix):
-        for name, field in cls.model_fields.items():
+        for name in cls.model_fields:
             out.append(prefix + name)
             sub = _model_at(tuple((prefix + name).split(".")))
             if sub is not None and sub is not SweepConfig:
@@ -225,10 +228,27 @@ def _all_keys() -> list[str]:
     return out
 
 
+# Names other tools use for our keys (transformers TrainingArguments, common habits).
+_ALIASES = {
+    "learning_rate": "lr", "num_train_epochs": "epochs", "num_epochs": "epochs", "per_device_train_batch_size": "batch_size",
+    "train_batch_size": "batch_size", "gradient_accumulation_steps": "grad_accum", "lr_scheduler_type": "scheduler",
+    "model_name": "name_or_path", "model_name_or_path": "name_or_path", "max_seq_length": "max_length",
+}
+
+
 def _suggest(loc: tuple) -> str:
     bad = str(loc[-1])
     parent = _model_at(tuple(loc[:-1]))
     candidates = list(parent.model_fields) if parent else []
+    alias = _ALIASES.get(bad.lower())
+    if alias:
+        if alias in candidates:
+            return ".".join([*map(str, loc[:-1]), alias])
+        bad = alias
+    # the exact name in another section (e.g. `lr` under model instead of training) beats a fuzzy match here
+    exact = [k for k in _all_keys() if k.split(".")[-1] == bad]
+    if exact and bad not in candidates:
+        return exact[0]
     close = difflib.get_close_matches(bad, candidates, n=1, cutoff=0.6)
     if close:
         return ".".join([*map(str, loc[:-1]), close[0]])

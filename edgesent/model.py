@@ -60,6 +60,7 @@ def check_local_model_dir(path: Path, allow_pickle: bool, need_weights: bool = T
                 head = fh.read(64)
             if head.startswith(LFS_MAGIC):
                 raise ModelError(f"{weights} is a git-lfs pointer, not the weights (run `git lfs pull`)")
+            check_safetensors_complete(weights)
         return
     if any((path / f).is_file() for f in WEIGHT_FILES_PICKLE):
         if not allow_pickle:
@@ -72,6 +73,30 @@ def check_local_model_dir(path: Path, allow_pickle: bool, need_weights: bool = T
         f"{path} has a config.json but no weights (model.safetensors); "
         "set model.random_init: true to build random weights from the config"
     )
+
+
+def check_safetensors_complete(path: Path) -> None:
+    """Refuse a truncated or non-safetensors file with one line (safetensors itself raises a bare Rust error).
+
+    The format is an 8-byte little-endian header length, a JSON header whose tensors' `data_offsets`
+    end at the data size, then the data: comparing that size with the file's catches a cut download.
+    """
+    import json
+    import struct
+
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as fh:
+            (header_len,) = struct.unpack("<Q", fh.read(8))
+            if header_len > size - 8:
+                raise ValueError
+            header = json.loads(fh.read(header_len))
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    except (struct.error, ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError):
+        raise ModelError(f"{path} is not a valid safetensors file (truncated or corrupted): download it again") from None
+    expected = 8 + header_len + end
+    if size < expected:
+        raise ModelError(f"{path} is truncated ({size} of {expected} bytes): download it again")
 
 
 def is_local(name_or_path: str) -> bool:
@@ -93,6 +118,12 @@ def load_tokenizer(name_or_path: str, pad_token: str | None = None, trust_remote
     """A fast tokenizer with a pad token and right padding."""
     from transformers import AutoTokenizer
 
+    if is_local(name_or_path):
+        folder = Path(name_or_path).expanduser()
+        if not folder.is_dir():
+            raise ModelError(f"model folder not found: {folder}")
+        if not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "config.json")):
+            raise ModelError(f"{folder} holds no model (no config.json) and no tokenizer (no tokenizer.json)")
     try:
         tok = AutoTokenizer.from_pretrained(name_or_path, use_fast=True, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
@@ -228,10 +259,13 @@ def apply_method(model, recipe):
     module_names = {n.split(".")[-1] for n, _ in model.named_modules()}
     missing = [t for t in m.lora.target_modules if t not in module_names]
     if missing:
-        sample = sorted(n for n in module_names if n and not n.isdigit())[:12]
+        # LoRA wraps linear layers (Conv1D in GPT-2), so those are the names worth suggesting
+        linear = sorted({n.split(".")[-1] for n, mod in model.named_modules()
+                         if type(mod).__name__ in ("Linear", "Conv1D") and not n.split(".")[-1].isdigit()})
+        sample = linear or sorted(n for n in module_names if n and not n.isdigit())[:12]
         raise ModelError(
             f"model.lora.target_modules {missing} match no module of {type(model).__name__} "
-            f"(modules include: {', '.join(sample)})"
+            f"(its linear layers are: {', '.join(sample)})"
         )
     cfg = LoraConfig(
         task_type=TaskType.SEQ_CLS,
