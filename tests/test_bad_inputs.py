@@ -268,7 +268,7 @@ def _write_train(folder: Path, kind: str) -> Path:
 DATA_CASES = [
     ("missing-text-column", "{path}: no column 'text' (columns: 'review', 'label')"),
     ("missing-label-column", "{path}: no column 'label' (columns: 'text', 'sentiment')"),
-    ("label-outside-set", "1 row of train ({path}) has labels outside ['negative', 'positive'] (e.g. '7' at row 6)"),
+    ("label-outside-set", "1 row of train ({path}) has labels outside ['negative', 'positive'] (e.g. 7 at row 6)"),
     ("string-label-outside-set", "has labels outside ['negative', 'positive'] (e.g. 'neutral' at row 4)"),
     ("nan-labels", "3 rows of train ({path}) have no label (NaN) (e.g. row 3)"),
     ("single-class", "has only one class ('positive', 64 rows); a classifier needs at least two"),
