@@ -401,7 +401,7 @@ def load_splits(recipe) -> dict[str, Split]:
     if len(classes) < 2:
         (only, count), = classes.items()
         raise DataError(
-            f"data: train ({splits['train'].origin}) has only one class ('{cfg.labels[only]}', {count} rows); "
+            f"data: {splits['train'].origin} has only one class ('{cfg.labels[only]}', {count} rows); "
             "a classifier needs at least two"
         )
     return {name: splits[name] for name in ("train", "validation", "test")}
