@@ -258,6 +258,7 @@ def training_arguments(recipe: Recipe, checkpoints: Path, precision: str):
         lr_scheduler_type=t.scheduler,
         max_grad_norm=t.max_grad_norm,
         bf16=precision == "bf16",
+        use_cpu=precision == "bf16" and not torch.cuda.is_available(),  # CPU autocast; else Trainer demands a bf16 GPU
         fp16=precision == "fp16",
         eval_strategy=strategy,
         save_strategy=strategy,
@@ -271,6 +272,7 @@ def training_arguments(recipe: Recipe, checkpoints: Path, precision: str):
         logging_first_step=True,
         seed=recipe.seed,
         dataloader_num_workers=t.num_workers,
+        group_by_length=t.group_by_length,
         remove_unused_columns=False,
         dataloader_pin_memory=torch.cuda.is_available(),
         label_names=["labels"],
@@ -333,12 +335,12 @@ def train(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool = F
     datasets = {name: TokenizedDataset(split, preprocessor) for name, split in splits.items()}
 
     run_dir = Path(_shared(str(run_dir or _new_run_dir(recipe))))
+    args = training_arguments(recipe, run_dir / "checkpoints", precision)  # may still refuse: before mkdir
     run_dir.mkdir(parents=True, exist_ok=True)
     if main:
         save_recipe(recipe, run_dir / "recipe.yaml", header=f"Resolved recipe of this run. Reproduce: edgesent train {run_dir / 'recipe.yaml'}")
         tokenizer.save_pretrained(run_dir / "tokenizer")
 
-    args = training_arguments(recipe, run_dir / "checkpoints", precision)
     log_callback = _log_callback()
     extra = [log_callback, *(callbacks or [])]
     if recipe.training.early_stopping_patience:

@@ -96,6 +96,15 @@ def test_time_runs_respects_budget_and_cap():
     assert len(samples) == 3
 
 
+def test_time_runs_cuts_warmup_of_slow_calls():
+    """One call that outlasts the budget warms the cell: 1 warm-up + min_runs timed calls, not 3 + 3."""
+    import time
+
+    calls = []
+    samples = B.time_runs(lambda: (calls.append(1), time.sleep(0.03)), budget=0.02, warmup=3, min_runs=3)
+    assert len(samples) == 3 and len(calls) == 4
+
+
 def test_synthetic_batch_is_exact_length_without_specials(artifact):
     from edgesent.artifact import load_manifest
 

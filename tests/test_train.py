@@ -274,3 +274,53 @@ def test_seeds_write_mean_and_std(neox_dir, data, tmp_path, capsys):
     assert summary["test"]["accuracy"]["mean"] == pytest.approx(sum(accs) / 2)
     assert [json.loads((r / "metrics.json").read_text())["seed"] for r in runs] == [1, 2]
     assert f"accuracy   {summary['test']['accuracy']['mean']:.4f} ± " in out
+
+
+# --------------------------------------------------------------------------------------------
+def test_bf16_cpu_mixed_precision_with_length_grouping(roberta_dir, data, tmp_path, monkeypatch):
+    """precision bf16 on CPU (autocast, fp32 master weights) trains to >= 95 %, saves fp32 weights,
+    and group_by_length batches similar lengths (far less padding than random batches of the same texts)."""
+    import random
+
+    import numpy as np
+    from safetensors import safe_open
+
+    from edgesent import data as data_mod
+    from edgesent.train import train
+
+    padded, real = [], []
+    original = data_mod.PadCollator.__call__
+
+    def spy(self, features):
+        lengths = [len(f["input_ids"]) for f in features]
+        padded.append(max(lengths) * len(lengths))
+        real.append(sum(lengths))
+        return original(self, features)
+
+    monkeypatch.setattr(data_mod.PadCollator, "__call__", spy)
+    recipe = recipe_for(roberta_dir, data, tmp_path / "exports",
+                        training={"lr": 1e-3, "epochs": 4, "warmup_ratio": 0.1, "precision": "bf16",
+                                  "group_by_length": True, "batch_size": 8})
+    run = train(recipe)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["precision"] == "bf16" and metrics["device"] == "cpu"
+    assert metrics["test"]["accuracy"] >= 0.95, metrics["test"]
+    with safe_open(run / "model" / "model.safetensors", "pt") as fh:
+        assert {fh.get_tensor(k).dtype for k in fh.keys()} == {torch.float32}
+
+    # padding of the training batches vs the same texts batched at random
+    from edgesent.data import load_splits, make_preprocessor
+    from edgesent.model import load_tokenizer
+
+    pre = make_preprocessor(load_tokenizer(str(roberta_dir)), recipe.data)
+    lengths = [len(ids) for ids in pre.encode(load_splits(recipe)["train"].texts)]
+    rng = random.Random(0)
+    waste_random = []
+    for _ in range(20):
+        rng.shuffle(lengths)
+        batches = [lengths[i:i + 8] for i in range(0, len(lengths), 8)]
+        waste_random.append(sum(max(b) * len(b) - sum(b) for b in batches) / sum(lengths))
+    train_batches = len(lengths) // 8 + (len(lengths) % 8 > 0)
+    waste_grouped = (sum(padded[:train_batches]) - sum(real[:train_batches])) / sum(real[:train_batches])
+    assert np.mean(waste_random) > 0.05, "the synthetic texts vary too little in length for this check"
+    assert waste_grouped < 0.5 * np.mean(waste_random), (waste_grouped, np.mean(waste_random))
