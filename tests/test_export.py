@@ -215,7 +215,7 @@ def test_int8_file_is_at_most_27_percent_of_fp32(kind, tmp_path):
     ratio = (out / "model.int8.onnx").stat().st_size / (out / "model.onnx").stat().st_size
     assert ratio <= 0.27, f"{kind}: INT8/fp32 = {ratio:.3f}"
     q = load_manifest(out)["quantization"]
-    assert q["winner"]["variant"] == "dynamic" and "Gather" in q["settings"]["op_types"]
+    assert q["winner"]["variant"] == "dynamic_per_channel" and "Gather" in q["settings"]["op_types"]
     assert q["gate"].startswith("skipped: no evaluation data")
 
 
@@ -241,7 +241,7 @@ def test_int8_agrees_with_fp32_where_confident(int8_artifact, sentiment_data):
     manifest = load_manifest(int8_artifact)
     q = manifest["quantization"]
     assert q["fp32_accuracy"] >= 0.9  # the trained model is good ...
-    assert q["drop_points"] <= 0.5 and q["winner"]["variant"] == "dynamic"
+    assert q["drop_points"] <= 0.5 and q["winner"]["variant"] == "dynamic_per_channel" and q["winner"]["per_channel"]
     assert manifest["models"]["model.int8.onnx"]["metrics"]["accuracy"] == q["int8_accuracy"]
     test = pd.read_parquet(sentiment_data / "test.parquet")
     from tokenizers import Tokenizer
@@ -302,9 +302,9 @@ def test_gate_falls_back_through_every_variant_then_keeps_fp32_only(trained_run,
     assert not list(out.glob("*.candidate*"))
     q = manifest["quantization"]
     assert [a["variant"] for a in q["attempts"]] == [
-        "dynamic", "dynamic_per_channel", "dynamic_per_channel_keep_head_last_block", "static_qdq"]
+        "dynamic_per_channel", "dynamic_per_channel_keep_head_last_block", "static_qdq"]
     assert all(not a["passed"] and a["drop_points"] is not None for a in q["attempts"])
-    assert q["attempts"][2]["excluded_nodes"] > 0 and q["attempts"][3]["calibration_texts"] == 16
+    assert q["attempts"][1]["excluded_nodes"] > 0 and q["attempts"][2]["calibration_texts"] == 16
     assert q["winner"] is None and q["eval_size"] == 40
     assert list(manifest["models"]) == ["model.onnx"]
 
