@@ -158,4 +158,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.path.insert(0, str(ROOT))
+    from edgesent.errors import EdgesentError
+
+    try:
+        sys.exit(main())
+    except EdgesentError as exc:  # a missing or bad artifact: one line, no traceback
+        sys.exit(f"error: {exc}")
