@@ -134,9 +134,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
-    from edgesent.errors import EdgesentError
+    from edgesent.errors import run_main
 
-    try:
-        sys.exit(main())
-    except EdgesentError as exc:  # a missing or bad artifact: one line, no traceback
-        sys.exit(f"error: {exc}")
+    run_main(main)  # a missing or bad artifact: one line, no traceback

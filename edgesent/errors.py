@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -102,3 +103,13 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+def run_main(main, argv: list[str] | None = None) -> None:
+    """Exit with `main(argv)`'s return code; an EdgesentError becomes one `error: ...` line (for scripts)."""
+    try:
+        code = main(argv)
+    except EdgesentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    sys.exit(code)

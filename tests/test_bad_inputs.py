@@ -581,3 +581,19 @@ def _stream_many(artifact_dir: Path, tmp_path: Path, n: int) -> None:
 def test_hundred_thousand_texts_stream_with_flat_memory(artifact_dir, tmp_path):
     """`predict --file` on 100k rows keeps peak RSS within 300 MB of a 50-row run (about 15 s on one core)."""
     _stream_many(artifact_dir, tmp_path, 100_000)
+
+
+def test_run_main_turns_edgesent_errors_into_one_line(capsys):
+    """What the bench scripts use: exit code of main, or one `error:` line and exit 2 -- no traceback."""
+    from edgesent.errors import DataError, run_main
+
+    def bad(argv):
+        raise DataError("imdb/test.parquet:\n  no column 'text'")
+
+    with pytest.raises(SystemExit) as info:
+        run_main(bad)
+    assert info.value.code == 2
+    assert capsys.readouterr().err == "error: imdb/test.parquet: no column 'text'\n"
+    with pytest.raises(SystemExit) as info:
+        run_main(lambda argv: 3)
+    assert info.value.code == 3
