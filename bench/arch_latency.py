@@ -44,7 +44,7 @@ def latency_table(results: dict, threads: list[int]) -> str:
             if c.get("status") == "ok":
                 by[(v["name"], c["batch_size"], c["seq_len"], c["threads"])] = c["p50_ms"]
     cols = [(name, label, t) for name, label in VARIANTS for t in threads]
-    head = "| batch x seq | " + " | ".join(f"{label} {t}T" for _, label, t in cols) + " | INT8 vs fp32 ORT (1T) |"
+    head = "| batch x seq | " + " | ".join(f"{label} {t}T" for _, label, t in cols) + f" | INT8 vs fp32 ORT ({threads[0]}T) |"
     lines = [head, "|" + "---|" * (len(cols) + 2)]
     cfg = results["config"]
     for b in cfg["batch_sizes"]:

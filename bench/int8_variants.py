@@ -10,8 +10,8 @@ from the artifact's `model.onnx` with the very functions the gate uses
 (`edgesent.export.quantize_dynamic_int8` / `quantize_static_int8`, settings from `quant_settings()`)
 and scores them on a large set: accuracy, drop against fp32 in points, texts on which the variant
 and fp32 disagree, McNemar's exact p-value on the discordant pairs, file size, and p50 latency at
-batch 1 x 128 tokens on one thread. Static QDQ calibrates on the first `--calibration` texts of
-`--train` (the gate uses training texts too).
+batch 1 x 128 tokens on one thread. Static QDQ calibrates on `--calibration` texts sampled (seed 0)
+from `--train` (the gate uses training texts too).
 """
 
 from __future__ import annotations
@@ -29,18 +29,16 @@ ALL = "dynamic,dynamic_per_channel,dynamic_per_channel_keep_head_last_block,stat
 
 
 def p50_ms(path: Path, preprocessor, text: str, seq: int = 128, budget: float = 3.0) -> float:
-    import numpy as np
+    """p50 of one text (repeated to fill `seq` tokens, truncated the artifact's way) on one thread."""
     import onnxruntime as ort
 
-    from edgesent.bench import summarize, time_runs
+    from edgesent.bench import summarize, text_batch, time_runs
     from edgesent.export import ort_logits
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    ids = preprocessor.encode([text * 50])[0][:seq]
-    batch = preprocessor.pad([ids])
-    assert batch["input_ids"].shape == (1, seq) and np.all(batch["attention_mask"] == 1)
+    batch = text_batch(preprocessor, [text * 50], 1, seq)
     return summarize(time_runs(lambda: ort_logits(sess, batch), budget))["p50_ms"]
 
 

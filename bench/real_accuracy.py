@@ -62,14 +62,13 @@ def load_set(shared: Path, name: str, limit: int | None):
     return texts, labels
 
 
-def score(pred, labels) -> dict:
-    from sklearn.metrics import f1_score
+def score(pred, labels, names: list[str]) -> dict:
+    """edgesent's own metrics (accuracy, F1 of the positive class, ...) plus n, correct and a 95 % interval."""
+    from edgesent.train import classification_metrics
 
     n = len(labels)
     correct = sum(int(p == y) for p, y in zip(pred, labels, strict=True))
-    low, high = wilson(correct, n)
-    return {"n": n, "correct": correct, "accuracy": correct / n, "ci95": [low, high],
-            "f1": float(f1_score(labels, pred, pos_label=1))}
+    return {"n": n, "correct": correct, **classification_metrics(labels, pred, names), "ci95": list(wilson(correct, n))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,14 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     baseline = None
     if args.baseline:
         import pyarrow.parquet as pq
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
+
+        from edgesent.bench import tfidf_baseline
 
         train = pq.read_table(args.shared / "data" / "imdb" / "train.parquet", columns=["text", "label"]).to_pydict()
         started = time.perf_counter()
-        baseline = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True),
-                                 LogisticRegression(max_iter=1000))
+        baseline = tfidf_baseline()
         baseline.fit(train["text"], train["label"])
         print(f"TF-IDF + LR fitted on {len(train['text']):,} IMDB train reviews in {time.perf_counter() - started:.0f} s")
 
@@ -118,13 +115,13 @@ def main(argv: list[str] | None = None) -> int:
             logits = clf.logits(texts, batch_size=args.batch_size)
             seconds = time.perf_counter() - started
             preds[m] = logits.argmax(-1).tolist()
-            rows[m] = {**score(preds[m], labels), "seconds": seconds, "texts_per_s": len(texts) / seconds,
+            rows[m] = {**score(preds[m], labels, clf.labels), "seconds": seconds, "texts_per_s": len(texts) / seconds,
                        "file": clf.model_file}
         if baseline is not None:
             started = time.perf_counter()
             preds["tfidf-lr"] = [int(p) for p in baseline.predict(texts)]
             seconds = time.perf_counter() - started
-            rows["tfidf-lr"] = {**score(preds["tfidf-lr"], labels), "seconds": seconds,
+            rows["tfidf-lr"] = {**score(preds["tfidf-lr"], labels, classifiers[models[0]].labels), "seconds": seconds,
                                 "texts_per_s": len(texts) / seconds}
         if "fp32" in preds:
             ref = np.asarray(preds["fp32"])

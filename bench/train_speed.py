@@ -33,8 +33,10 @@ def main(argv: list[str] | None = None) -> int:
 
     hf_logging.set_verbosity_error()
     torch.set_num_threads(args.threads)
-    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").is_file() else []
-    native = sorted({f for f in flags if f in ("avx512_bf16", "amx_bf16")})
+    from edgesent.bench import machine_facts
+
+    isa = machine_facts()["isa"]
+    native = [f for f in ("avx512_bf16", "amx_bf16") if isa.get(f)]
     print(f"{args.model}: batch {args.batch}, {args.threads} threads, torch {torch.__version__}, "
           f"native bf16: {', '.join(native) or 'none'}")
     print(f"{'seq_len':>8}{'precision':>11}{'s/step':>9}{'tokens/s':>10}")
@@ -63,4 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    import sys
+
+    sys.path.insert(0, str(ROOT))
     raise SystemExit(main())
