@@ -10,16 +10,23 @@ An artifact is one self-contained folder:
     README.md             model card
     edgesent.json         this manifest
 
-Manifest fields (version 1):
+This module is the only place that spells those file names (`FILES`, `file_for`) and the only
+place that says what precision and scheme a model file has (`Manifest.models`, `ModelEntry.variant`).
+
+Manifest fields (version 1), typed by `Manifest` (pydantic; unknown fields are kept, so an older
+edgesent can read a newer minor addition):
     manifest_version, created, edgesent_version
     labels: [names in id order]
-    preprocessing: {max_length, truncation, head_share, lowercase, padding_side, pad_token, pad_token_id}
+    preprocessing: {max_length, truncation, head_share, lowercase, padding_side, pad_token, pad_token_id, ...}
     inputs: [ONNX input names]
     source: {run, recipe (dict), base_model, method}
     files: {filename: {sha256, bytes}}        every file in the folder except edgesent.json
-    models: {filename: {precision, metrics: {...}, quantization: {...}}}
+    models: {filename: {precision, scheme, engine, metrics: {...}, quantization: {...}}}
     quantization: {settings, fp32_accuracy, int8_accuracy, drop_points, ...}
     versions: {package: version}
+
+The manifest is a JSON document, so the model also reads like one (`manifest["labels"]`,
+`manifest.get("quantization")`) as well as by attribute.
 
 `load_manifest` verifies every listed file's size and sha256 and refuses a folder that does not
 match, with one line that says which file and why (a git-lfs pointer or truncated download is named
@@ -32,14 +39,89 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgesent.errors import ArtifactError, atomic_write_text
 
 MANIFEST = "edgesent.json"
 MANIFEST_VERSION = 1
-MODEL_FILES = ("model.int8.onnx", "model.onnx", "model.fp16.onnx")
+FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}  # precision -> file
+SERVE_ORDER = ("int8", "fp32")  # what a runtime serves when not told: INT8 when present, else fp32
 LFS_MAGIC = b"version https://git-lfs.github.com/spec/"
+
+
+def file_for(precision: str) -> str:
+    """The artifact file name of a precision (`int8` -> `model.int8.onnx`); other names pass through."""
+    return FILES.get(precision, precision)
+
+
+class _Doc(BaseModel):
+    """A typed JSON object that can also be read by key, like the file it comes from."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    def __getitem__(self, key: str):
+        if key in type(self).model_fields or key in (self.model_extra or {}):
+            return getattr(self, key)
+        raise KeyError(key)
+
+    def __contains__(self, key: str) -> bool:
+        return (key in type(self).model_fields and getattr(self, key) is not None) or key in (self.model_extra or {})
+
+    def get(self, key: str, default=None):
+        try:
+            value = self[key]
+        except KeyError:
+            return default
+        return default if value is None else value
+
+
+class FileEntry(_Doc):
+    sha256: str
+    bytes: int
+
+
+class ModelEntry(_Doc):
+    precision: Literal["fp32", "fp16", "int8", "bf16"]
+    scheme: Literal["dynamic", "static"] | None = None  # INT8 only: activations quantized per batch or calibrated
+    engine: Literal["onnxruntime", "openvino"] = "onnxruntime"
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    quantization: dict[str, Any] | None = None
+
+    @property
+    def variant(self) -> str:
+        """The name bench and reports use: fp32, fp16, int8, int8-static (engine-prefixed by callers)."""
+        scheme = self.scheme or ("static" if (self.quantization or {}).get("format") == "QDQ" else None)
+        return f"{self.precision}-static" if scheme == "static" else self.precision
+
+
+class Manifest(_Doc):
+    manifest_version: int = MANIFEST_VERSION
+    labels: list[str] = Field(min_length=1)
+    preprocessing: dict[str, Any]
+    files: dict[str, FileEntry] = Field(default_factory=dict)
+    models: dict[str, ModelEntry] = Field(default_factory=dict)
+    inputs: list[str] = Field(default_factory=list)
+    source: dict[str, Any] | None = None
+    quantization: dict[str, Any] | None = None
+
+    def model_files(self) -> list[str]:
+        """Model files the folder holds, fp32 first, then INT8, then fp16, then any others."""
+        order = {name: i for i, name in enumerate(FILES.values())}
+        names = [n for n in self.files if n.endswith(".onnx")] or list(self.models)
+        return sorted(names, key=lambda n: (order.get(n, len(order)), n))
+
+    def entry(self, name: str) -> ModelEntry:
+        """The models entry of a file; a file the manifest does not describe is taken from its name."""
+        if name in self.models:
+            return self.models[name]
+        precision = next((p for p, f in FILES.items() if f == name), "fp32")
+        return ModelEntry(precision=precision)
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=False)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -61,13 +143,14 @@ def file_table(folder: str | os.PathLike) -> dict[str, dict[str, Any]]:
     return table
 
 
-def write_manifest(folder: str | os.PathLike, manifest: dict[str, Any]) -> Path:
-    """Write the manifest last, after hashing every other file of the folder."""
+def write_manifest(folder: str | os.PathLike, manifest: dict[str, Any] | Manifest) -> Path:
+    """Validate, then write the manifest last, after hashing every other file of the folder."""
     folder = Path(folder)
-    manifest = dict(manifest)
-    manifest.setdefault("manifest_version", MANIFEST_VERSION)
-    manifest["files"] = file_table(folder)
-    return atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    data = manifest.to_json() if isinstance(manifest, Manifest) else dict(manifest)
+    data.setdefault("manifest_version", MANIFEST_VERSION)
+    data["files"] = file_table(folder)
+    Manifest.model_validate(data)  # never write a manifest this module could not read back
+    return atomic_write_text(folder / MANIFEST, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 def _describe_bad_file(path: Path, expected: dict) -> str:
@@ -81,7 +164,7 @@ def _describe_bad_file(path: Path, expected: dict) -> str:
     return f"{path.name} does not match its sha256 in {MANIFEST}: the file was changed or corrupted"
 
 
-def load_manifest(folder: str | os.PathLike, verify: bool = True) -> dict[str, Any]:
+def load_manifest(folder: str | os.PathLike, verify: bool = True) -> Manifest:
     """Read `edgesent.json` and (by default) check every file it lists."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -106,12 +189,18 @@ def load_manifest(folder: str | os.PathLike, verify: bool = True) -> dict[str, A
     for key in ("labels", "preprocessing", "files"):
         if key not in manifest:
             raise ArtifactError(f"{path} lacks the '{key}' field")
+    try:
+        typed = Manifest.model_validate(manifest)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ArtifactError(f"{path}: bad '{where}' field ({err['msg']})") from None
     if verify:
-        verify_files(folder, manifest)
-    return manifest
+        verify_files(folder, typed)
+    return typed
 
 
-def verify_files(folder: Path, manifest: dict[str, Any], names: list[str] | None = None) -> None:
+def verify_files(folder: Path, manifest: Manifest, names: list[str] | None = None) -> None:
     root = folder.resolve()
     for name, expected in manifest["files"].items():
         if names is not None and name not in names:
@@ -125,17 +214,17 @@ def verify_files(folder: Path, manifest: dict[str, Any], names: list[str] | None
             raise ArtifactError(f"{folder}: {_describe_bad_file(path, expected)}")
 
 
-def pick_model_file(folder: str | os.PathLike, manifest: dict[str, Any], prefer: str | None = None) -> str:
+def pick_model_file(folder: str | os.PathLike, manifest: Manifest, prefer: str | None = None) -> str:
     """The ONNX file to serve: `prefer` if given, else INT8, then fp32 (fp16 only when asked for)."""
-    files = manifest.get("files", {})
+    files = manifest.files
     if prefer:
-        name = {"int8": "model.int8.onnx", "fp32": "model.onnx", "fp16": "model.fp16.onnx"}.get(prefer, prefer)
+        name = file_for(prefer)
         if name not in files:
-            raise ArtifactError(f"{folder} has no {name} (it has: {', '.join(n for n in files if n.endswith('.onnx'))})")
+            raise ArtifactError(f"{folder} has no {name} (it has: {', '.join(manifest.model_files())})")
         return name
-    for name in ("model.int8.onnx", "model.onnx"):
-        if name in files:
-            return name
+    for precision in SERVE_ORDER:
+        if FILES[precision] in files:
+            return FILES[precision]
     raise ArtifactError(f"{folder} holds no ONNX model")
 
 

@@ -47,6 +47,20 @@ class GateError(EdgesentError):
     exit_code = 3
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first non-empty line of an exception's message (its type name when it has none), cut to `limit`."""
+    lines = [x for x in str(exc).strip().splitlines() if x.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:limit]
+
+
+def hub_error(what: str, name: str, exc: BaseException, fix: str, cls: type[EdgesentError] | None = None) -> EdgesentError:
+    """The one-line error for a hub id that cannot be loaded (offline machine or wrong id)."""
+    return (cls or EdgesentError)(
+        f"cannot load {what} '{name}' from the Hugging Face hub ({type(exc).__name__}: the hub is unreachable "
+        f"or the id is wrong); {fix}"
+    )
+
+
 def check_writable(directory: str | os.PathLike, need_bytes: int = 0) -> Path:
     """Fail early, before any work, when `directory` cannot be created/written or the disk is full."""
     path = Path(directory)
@@ -105,11 +119,16 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
+def exit_on_error(exc: EdgesentError) -> None:
+    """The one error exit of every entry point: `error: <one line>` on stderr, the error's exit code."""
+    print(f"error: {exc}", file=sys.stderr)
+    sys.exit(exc.exit_code)
+
+
 def run_main(main, argv: list[str] | None = None) -> None:
     """Exit with `main(argv)`'s return code; an EdgesentError becomes one `error: ...` line (for scripts)."""
     try:
         code = main(argv)
     except EdgesentError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        exit_on_error(exc)
     sys.exit(code)

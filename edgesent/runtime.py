@@ -39,6 +39,7 @@ import numpy as np
 
 from edgesent import artifact as art
 from edgesent.errors import ArtifactError, DataError, EdgesentError
+from edgesent.session import OnnxSession, softmax
 from edgesent.textproc import Preprocessor, length_buckets
 
 CHARS_PER_TOKEN_BUDGET = 50
@@ -57,7 +58,6 @@ class Classifier:
     def __init__(self, artifact_dir: str | os.PathLike, model: str | None = None, threads: int | None = None,
                  providers: list | None = None):
         start = time.perf_counter()
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         self.artifact_dir = Path(artifact_dir)
@@ -74,24 +74,7 @@ class Classifier:
             raise ArtifactError(f"{self.artifact_dir}/{art.MANIFEST} has a bad 'preprocessing' block: {exc}") from None
         self._labels = [str(x) for x in self._manifest["labels"]]
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(threads or 0)
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(self.artifact_dir / self._model_file), options,
-                                                providers=providers or ["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
-            raise ArtifactError(f"onnxruntime cannot load {self.artifact_dir / self._model_file}: "
-                                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-        self._inputs = {i.name: (np.int32 if i.type == "tensor(int32)" else np.int64) for i in self.session.get_inputs()}
-        unknown = set(self._inputs) - {"input_ids", "attention_mask", "token_type_ids"}
-        if unknown or "input_ids" not in self._inputs:
-            raise ArtifactError(f"{self._model_file} declares inputs {sorted(self._inputs)}; edgesent feeds "
-                                "input_ids, attention_mask and token_type_ids only")
-        self._output = self.session.get_outputs()[0].name
+        self.session = OnnxSession(self.artifact_dir / self._model_file, threads=threads, providers=providers)
         self._load_seconds = time.perf_counter() - start
 
     # ----------------------------------------------------------------------------------------
@@ -134,11 +117,7 @@ class Classifier:
         return ids, empty
 
     def _run(self, batch: list[list[int]]) -> np.ndarray:
-        feed = self.preprocessor.pad(batch)
-        if "token_type_ids" in self._inputs:
-            feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
-        feed = {name: feed[name].astype(dtype, copy=False) for name, dtype in self._inputs.items()}
-        return np.asarray(self.session.run([self._output], feed)[0], dtype=np.float32)
+        return self.session.logits(self.preprocessor.pad(batch))
 
     def logits(self, texts: Iterable[str], batch_size: int = 32) -> np.ndarray:
         """Raw logits, shape (len(texts), len(labels)), in input order."""
@@ -183,12 +162,6 @@ def _valid_unicode(text: str) -> str:
         return text
     except UnicodeEncodeError:
         return text.encode("utf-8", "replace").decode("utf-8")
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 # --------------------------------------------------------------------------------------------
