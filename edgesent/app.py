@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from edgesent.errors import EdgesentError
-from edgesent.runtime import Classifier, predict_file
+from edgesent.runtime import Classifier
+from edgesent.scoring import predict_file
 
 MAX_FILE_SIZE = "10mb"
 EXAMPLES = [

@@ -25,11 +25,11 @@ class LoraConfig(_Strict):
     r: int = Field(8, gt=0, description="LoRA rank.")
     alpha: int = Field(16, gt=0, description="LoRA alpha (scaling = alpha / r).")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on the LoRA branch.")
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["query", "value"],
+    target_modules: list[str] | None = Field(
+        None,
         min_length=1,
-        description="Module-name suffixes that get LoRA adapters (e.g. query,value for BERT/RoBERTa; "
-        "query_key_value for GPT-NeoX).",
+        description="Module-name suffixes that get LoRA adapters (default: the architecture's attention "
+        "projections from edgesent/archs.py, e.g. query,value for BERT/RoBERTa, query_key_value for GPT-NeoX).",
     )
 
 
@@ -184,8 +184,6 @@ class Recipe(_Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self):
-        if self.model.method == "lora" and not self.model.lora.target_modules:
-            raise ValueError("model.lora.target_modules must name at least one module")
         if self.sweep:
             for key in self.sweep.space:
                 _check_path(self, key)

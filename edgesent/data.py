@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from edgesent.errors import DataError
+from edgesent.errors import DataError, first_line, hub_error
 
 logger = logging.getLogger("edgesent")
 
@@ -116,7 +116,7 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     try:
         return pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises several unrelated types for a bad file
-        raise DataError(f"{path} is not a readable parquet file ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise DataError(f"{path} is not a readable parquet file ({type(exc).__name__}: {first_line(exc)})") from None
 
 
 def _decode(path: Path) -> str:
@@ -145,7 +145,7 @@ def _read_csv(path: Path, text: str, sep: str, text_column: str, label_column: s
     except pd.errors.EmptyDataError:
         raise DataError(f"{path} holds no rows") from None
     except pd.errors.ParserError as exc:
-        raise DataError(f"{path}: malformed CSV: {_first_line(exc).replace('Error tokenizing data. C error: ', '')}") from None
+        raise DataError(f"{path}: malformed CSV: {first_line(exc).replace('Error tokenizing data. C error: ', '')}") from None
 
 
 def _read_json(path: Path, text: str) -> pd.DataFrame:
@@ -170,11 +170,6 @@ def _read_json(path: Path, text: str) -> pd.DataFrame:
     if not records:
         raise DataError(f"{path} holds no rows")
     return pd.DataFrame.from_records(records)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # --------------------------------------------------------------------------------------------
@@ -257,10 +252,8 @@ def looks_like_path(source: str) -> bool:
 
 
 def _hub_error(source: str, exc: BaseException) -> DataError:
-    return DataError(
-        f"cannot reach the hub for '{source}' ({type(exc).__name__}: the hub is unreachable or the id is wrong); "
-        f"point data.dataset at a local folder (e.g. --set data.dataset=/path/with/train.parquet)"
-    )
+    return hub_error(source, exc, "point data.dataset at a local folder (e.g. --set data.dataset=/path/with/train.parquet)",
+                     DataError)
 
 
 def _load_hub(source: str, split: str | None = None):

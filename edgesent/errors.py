@@ -53,11 +53,11 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     return (lines[0] if lines else type(exc).__name__)[:limit]
 
 
-def hub_error(what: str, name: str, exc: BaseException, fix: str, cls: type[EdgesentError] | None = None) -> EdgesentError:
-    """The one-line error for a hub id that cannot be loaded (offline machine or wrong id)."""
+def hub_error(name: str, exc: BaseException, fix: str, cls: type[EdgesentError] | None = None) -> EdgesentError:
+    """The one-line error for a hub id that cannot be loaded (offline machine or wrong id); `fix` says
+    how to point edgesent at a local copy instead."""
     return (cls or EdgesentError)(
-        f"cannot load {what} '{name}' from the Hugging Face hub ({type(exc).__name__}: the hub is unreachable "
-        f"or the id is wrong); {fix}"
+        f"cannot reach the hub for '{name}' ({type(exc).__name__}: the hub is unreachable or the id is wrong); {fix}"
     )
 
 

@@ -26,9 +26,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edgesent.errors import ModelError
+from edgesent import archs
+from edgesent.errors import ModelError, first_line, hub_error
 
-HEAD_NAMES = ("score", "classifier", "pre_classifier")
 WEIGHT_FILES_SAFE = ("model.safetensors", "model.safetensors.index.json")
 WEIGHT_FILES_PICKLE = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 
@@ -38,10 +38,8 @@ WEIGHT_FILES_PICKLE = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 def _hub_error(name: str, exc: Exception) -> ModelError:
-    return ModelError(
-        f"cannot load '{name}' from the Hugging Face hub ({type(exc).__name__}: the hub is unreachable or the id is wrong); "
-        f"download it elsewhere and point the recipe at the folder, e.g. --set model.name_or_path=/path/to/{name.split('/')[-1]}"
-    )
+    return hub_error(name, exc, "download it elsewhere and point the recipe at the folder, e.g. "
+                     f"--set model.name_or_path=/path/to/{name.split('/')[-1]}", ModelError)
 
 
 def check_local_model_dir(path: Path, allow_pickle: bool, need_weights: bool = True) -> None:
@@ -110,7 +108,7 @@ def load_config(name_or_path: str, trust_remote_code: bool = False, **kwargs):
         return AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
     except (OSError, ValueError) as exc:
         if is_local(name_or_path):
-            raise ModelError(f"cannot read the model config in {name_or_path}: {str(exc).splitlines()[0]}") from None
+            raise ModelError(f"cannot read the model config in {name_or_path}: {first_line(exc)}") from None
         raise _hub_error(name_or_path, exc) from None
 
 
@@ -128,7 +126,7 @@ def load_tokenizer(name_or_path: str, pad_token: str | None = None, trust_remote
         tok = AutoTokenizer.from_pretrained(name_or_path, use_fast=True, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         if is_local(name_or_path):
-            raise ModelError(f"cannot load a tokenizer from {name_or_path}: {str(exc).splitlines()[0]}") from None
+            raise ModelError(f"cannot load a tokenizer from {name_or_path}: {first_line(exc)}") from None
         raise _hub_error(name_or_path, exc) from None
     if not getattr(tok, "is_fast", False):
         raise ModelError(f"{name_or_path} has no fast tokenizer (tokenizer.json); edgesent needs one")
@@ -149,17 +147,6 @@ def load_tokenizer(name_or_path: str, pad_token: str | None = None, trust_remote
 # Heads
 
 
-def head_prefixes(model) -> list[str]:
-    """Top-level module names of the classification head (present in this model)."""
-    names = {n for n, _ in model.named_children()}
-    found = [n for n in HEAD_NAMES if n in names]
-    if getattr(model.config, "model_type", "") == "modernbert" and "head" in names:
-        found.insert(0, "head")
-    if not found:
-        raise ModelError(f"cannot find the classification head of {type(model).__name__}")
-    return found
-
-
 def mlp_head(in_features: int, hidden: int, out_features: int, dropout: float):
     import torch.nn as nn
 
@@ -174,7 +161,7 @@ def attach_head(model, spec: dict | None):
 
     if not spec or spec.get("type") != "mlp":
         return model
-    for name in ("score", "classifier"):
+    for name in archs.arch_for(model.config).head[-1:]:  # the final projection of the family's head
         layer = getattr(model, name, None)
         if isinstance(layer, nn.Linear):
             hidden = spec.get("hidden") or layer.in_features
@@ -205,6 +192,7 @@ def build_model(recipe, labels: list[str], tokenizer=None):
         check_local_model_dir(Path(m.name_or_path).expanduser(), m.allow_pickle, need_weights=not m.random_init)
     torch.manual_seed(recipe.seed)
     config = load_config(m.name_or_path, m.trust_remote_code, **kwargs)
+    archs.arch_for(config)  # an unsupported family fails here, naming the supported ones
     if m.random_init:
         model = AutoModelForSequenceClassification.from_config(config, trust_remote_code=m.trust_remote_code)
     else:
@@ -217,7 +205,7 @@ def build_model(recipe, labels: list[str], tokenizer=None):
             )
         except OSError as exc:
             if is_local(m.name_or_path):
-                raise ModelError(f"cannot load weights from {m.name_or_path}: {str(exc).splitlines()[0]}") from None
+                raise ModelError(f"cannot load weights from {m.name_or_path}: {first_line(exc)}") from None
             raise _hub_error(m.name_or_path, exc) from None
     if m.head == "mlp":
         attach_head(model, {"type": "mlp", "hidden": m.head_hidden, "dropout": m.head_dropout})
@@ -226,38 +214,24 @@ def build_model(recipe, labels: list[str], tokenizer=None):
     return apply_method(model, recipe)
 
 
-def _layers(model):
-    """The ModuleList of transformer blocks of the backbone."""
-    import torch.nn as nn
-
-    best = None
-    for name, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and len(module) > 0 and not name.startswith(HEAD_NAMES):
-            if best is None or len(module) >= len(best[1]):
-                best = (name, module)
-    if best is None:
-        raise ModelError(f"cannot find the transformer blocks of {type(model).__name__} for method last_block")
-    return best
-
-
 def apply_method(model, recipe):
     m = recipe.model
-    heads = head_prefixes(model)
+    heads = archs.head_modules(model)
     if m.method == "full":
         return model
     if m.method in ("frozen", "last_block"):
         for name, p in model.named_parameters():
             p.requires_grad = name.split(".")[0] in heads
         if m.method == "last_block":
-            _, blocks = _layers(model)
-            for p in blocks[-1].parameters():
+            for p in archs.blocks(model)[-1].parameters():
                 p.requires_grad = True
         return model
     # LoRA
     from peft import LoraConfig, TaskType, get_peft_model
 
+    targets = list(m.lora.target_modules or archs.arch_for(model.config).lora_targets)
     module_names = {n.split(".")[-1] for n, _ in model.named_modules()}
-    missing = [t for t in m.lora.target_modules if t not in module_names]
+    missing = [t for t in targets if t not in module_names]
     if missing:
         # LoRA wraps linear layers (Conv1D in GPT-2), so those are the names worth suggesting
         linear = sorted({n.split(".")[-1] for n, mod in model.named_modules()
@@ -272,7 +246,7 @@ def apply_method(model, recipe):
         r=m.lora.r,
         lora_alpha=m.lora.alpha,
         lora_dropout=m.lora.dropout,
-        target_modules=list(m.lora.target_modules),
+        target_modules=targets,
         modules_to_save=heads,
     )
     return get_peft_model(model, cfg)
@@ -290,7 +264,7 @@ def head_parameter_names(model) -> set[str]:
     for attr in ("base_model", "model"):
         # PeftModel -> LoraModel -> transformers model
         base = getattr(base, attr, base) if type(base).__name__.startswith(("Peft", "Lora")) else base
-    heads = head_prefixes(base)
+    heads = archs.head_modules(base)
     out = set()
     for name, _ in model.named_parameters():
         parts = name.split(".")
@@ -314,6 +288,7 @@ def load_model_dir(path: str | os.PathLike, allow_pickle: bool = False, trust_re
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     else:
         config = load_config(str(path), trust_remote_code)
+    archs.arch_for(config)
     spec = getattr(config, "edgesent_head", None)
     if spec:
         from safetensors.torch import load_file
@@ -341,7 +316,7 @@ def load_model_dir(path: str | os.PathLike, allow_pickle: bool = False, trust_re
             )
         except OSError as exc:
             if is_local(str(path)):
-                raise ModelError(f"cannot load weights from {path}: {str(exc).splitlines()[0]}") from None
+                raise ModelError(f"cannot load weights from {path}: {first_line(exc)}") from None
             raise _hub_error(str(path), exc) from None
     model.to(torch.float32)
     model.eval()
@@ -371,13 +346,22 @@ def load_run(run_dir: str | os.PathLike, merge: bool = False):
     return model, tokenizer, recipe
 
 
-def load_lora_run(run: Path, recipe, tokenizer, merge: bool = False):
+LABELS_FILE = "edgesent_labels.json"  # a LoRA run's label names (adapter/ has no config.json to hold them)
+
+
+def run_labels(run: Path, recipe) -> list[str]:
+    """Label names of a run in id order: the adapter's labels file for LoRA runs, else the recipe's."""
     import json
 
+    labels_file = Path(run) / "adapter" / LABELS_FILE
+    labels = json.loads(labels_file.read_text()) if labels_file.is_file() else recipe.data.labels
+    return [str(x) for x in labels]
+
+
+def load_lora_run(run: Path, recipe, tokenizer, merge: bool = False):
     from peft import PeftModel
 
-    labels_file = run / "adapter" / "edgesent_labels.json"
-    labels = json.loads(labels_file.read_text()) if labels_file.is_file() else recipe.data.labels
+    labels = run_labels(run, recipe)
     base_recipe = recipe.model_copy(deep=True)
     base_recipe.model.method = "full"
     base = build_model(base_recipe, labels, tokenizer)

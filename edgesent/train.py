@@ -26,7 +26,6 @@ import contextlib
 import json
 import logging
 import os
-import resource
 import statistics
 import time
 from datetime import datetime
@@ -41,38 +40,9 @@ from edgesent.errors import (
     atomic_write_text,
     check_writable,
 )
+from edgesent.metrics import METRIC_NAMES, classification_metrics
 
 logger = logging.getLogger("edgesent")
-
-METRIC_NAMES = ("accuracy", "f1", "precision", "recall")
-
-
-# --------------------------------------------------------------------------------------------
-# Metrics
-
-
-def classification_metrics(labels, predictions, names: list[str], full: bool = False) -> dict:
-    """accuracy/f1/precision/recall (+ confusion matrix and sklearn report when `full`)."""
-    from sklearn.metrics import (
-        accuracy_score,
-        classification_report,
-        confusion_matrix,
-        precision_recall_fscore_support,
-    )
-
-    ids = list(range(len(names)))
-    average = "binary" if len(names) == 2 else "macro"
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        labels, predictions, labels=ids, average=average, pos_label=1, zero_division=0
-    )
-    out = {"accuracy": float(accuracy_score(labels, predictions)), "f1": float(f1),
-           "precision": float(precision), "recall": float(recall)}
-    if full:
-        out["confusion_matrix"] = confusion_matrix(labels, predictions, labels=ids).tolist()
-        out["report"] = classification_report(
-            labels, predictions, labels=ids, target_names=names, output_dict=True, zero_division=0
-        )
-    return out
 
 
 def _metrics_fn(names: list[str]):
@@ -287,7 +257,9 @@ def _peak_memory_mb(device: str) -> float:
 
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    from edgesent.machine import peak_rss_mb
+
+    return peak_rss_mb()
 
 
 # --------------------------------------------------------------------------------------------
@@ -393,11 +365,13 @@ def train(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool = F
 
 def _save_model(model, run_dir: Path, method: str, labels: list[str]) -> None:
     """model/ (full weights, config keeps edgesent_head) or adapter/ (LoRA), written atomically."""
+    from edgesent.model import LABELS_FILE
+
     model.eval()
     if method == "lora":
         with atomic_dir(run_dir / "adapter", overwrite=True) as tmp:
             model.save_pretrained(tmp)
-            (tmp / "edgesent_labels.json").write_text(json.dumps(labels) + "\n", encoding="utf-8")
+            (tmp / LABELS_FILE).write_text(json.dumps(labels) + "\n", encoding="utf-8")
     else:
         with atomic_dir(run_dir / "model", overwrite=True) as tmp:
             model.save_pretrained(tmp, safe_serialization=True)

@@ -14,7 +14,8 @@ import pytest
 from conftest import sentences
 
 from edgesent.errors import ArtifactError, DataError
-from edgesent.runtime import Classifier, predict_file
+from edgesent.runtime import Classifier
+from edgesent.scoring import predict_file
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_LENGTH = 32
