@@ -14,7 +14,7 @@ $(BIN)/edgesent: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev,openvino,ray,slim]"
 	touch $(BIN)/edgesent
 
 setup: $(BIN)/edgesent

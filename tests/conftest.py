@@ -90,16 +90,27 @@ def make_tokenizer(kind: str, out: Path, vocab_size: int = 300):
     return fast
 
 
-def tiny_config(kind: str, vocab_size: int, pad_token_id: int | None, num_labels: int = 2):
-    from transformers import BertConfig, DistilBertConfig, GPT2Config, GPTNeoXConfig, RobertaConfig
+TOKENIZER_KIND = {"modernbert": "bert", "xlm-roberta": "roberta"}  # families that reuse another's tokenizer
+
+
+def tiny_config(kind: str, vocab_size: int, pad_token_id: int | None, num_labels: int = 2, tok=None):
+    from transformers import (
+        BertConfig,
+        DistilBertConfig,
+        GPT2Config,
+        GPTNeoXConfig,
+        ModernBertConfig,
+        RobertaConfig,
+        XLMRobertaConfig,
+    )
 
     common = dict(num_labels=num_labels, id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1})
     if kind == "gpt_neox":
         return GPTNeoXConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                              intermediate_size=64, max_position_embeddings=512, rotary_pct=0.25,
                              pad_token_id=pad_token_id, tie_word_embeddings=False, **common)
-    if kind == "roberta":
-        return RobertaConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+    if kind in ("roberta", "xlm-roberta"):
+        return (RobertaConfig if kind == "roberta" else XLMRobertaConfig)(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                              intermediate_size=64, max_position_embeddings=520, pad_token_id=pad_token_id,
                              bos_token_id=0, eos_token_id=2, type_vocab_size=1, **common)
     if kind == "bert":
@@ -111,6 +122,12 @@ def tiny_config(kind: str, vocab_size: int, pad_token_id: int | None, num_labels
     if kind == "gpt2":
         return GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=2, n_positions=512,
                           pad_token_id=pad_token_id, **common)
+    if kind == "modernbert":
+        return ModernBertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                intermediate_size=64, max_position_embeddings=512, pad_token_id=pad_token_id,
+                                cls_token_id=tok.cls_token_id, sep_token_id=tok.sep_token_id,
+                                bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id,
+                                attn_implementation="eager", reference_compile=False, **common)
     raise ValueError(kind)
 
 
@@ -120,12 +137,12 @@ def make_model_dir(kind: str, out: Path, seed: int = 0) -> Path:
     from transformers import AutoModelForSequenceClassification
 
     out = Path(out)
-    tok = make_tokenizer(kind, out)
+    tok = make_tokenizer(TOKENIZER_KIND.get(kind, kind), out)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
         tok.save_pretrained(out)
     torch.manual_seed(seed)
-    model = AutoModelForSequenceClassification.from_config(tiny_config(kind, len(tok), tok.pad_token_id))
+    model = AutoModelForSequenceClassification.from_config(tiny_config(kind, len(tok), tok.pad_token_id, tok=tok))
     model.eval()
     model.save_pretrained(out, safe_serialization=True)
     return out
