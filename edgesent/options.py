@@ -32,6 +32,13 @@ def Opt(default: Any = None, help: str = "", *, flag: str | None = None, **kwarg
     return Field(default, description=help, json_schema_extra=extra, **kwargs)
 
 
+def _text(value):
+    """Paths given to a str option (e.g. a run folder that may also be a hub id) become text."""
+    import os
+
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
 def _ints(value):
     """`"1,8,32"` -> [1, 8, 32]; lists pass through."""
     if isinstance(value, str):
@@ -93,6 +100,8 @@ class ExportOptions(Options):
     out: Path | None = Opt(None, "Artifact folder (default: <run>/artifact).")
     overwrite: bool = Opt(False, "Replace an existing artifact folder.")
 
+    _paths = field_validator("source", "eval_data", mode="before")(_text)
+
 
 class BenchOptions(Options):
     target: str | None = Arg(None, "Artifact or run folder (default: newest export).")
@@ -107,6 +116,7 @@ class BenchOptions(Options):
     out: Path | None = Opt(None, "Output folder (default: <target>/bench-<timestamp>).")
 
     _lists = field_validator("batch_sizes", "seq_lens", "threads", mode="before")(_ints)
+    _paths = field_validator("target", "data", mode="before")(_text)
 
     @field_validator("batch_sizes", "seq_lens", "threads")
     @classmethod

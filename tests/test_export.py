@@ -15,15 +15,17 @@ import pytest
 from conftest import SHARED, make_tokenizer, tiny_config, tiny_recipe
 
 from edgesent import export as E
+from edgesent.archs import arch_for
 from edgesent.artifact import load_manifest
 from edgesent.errors import ArtifactError, EdgesentError, GateError
+from edgesent.session import OnnxSession, feed_for
 
 FAMILIES = ["gpt_neox", "roberta", "bert", "distilbert"]
 LABELS = ["negative", "positive"]
 
 
 def session_logits(path: Path, feed: dict) -> np.ndarray:
-    return E.ort_logits(E.session(path), feed)
+    return OnnxSession(path, threads=1).logits(feed)
 
 
 def mixed_batches(pre) -> list[dict]:
@@ -120,6 +122,11 @@ def test_onnx_matches_pytorch_with_left_and_right_padding(kind, model_factory, t
     # left and right padding really are different inputs for these models (positions shift)
     right, left = mixed_batches(pre)
     assert not np.array_equal(right["input_ids"], left["input_ids"])
+    # the nodes INT8 may keep in fp32 are found through the family's entry in archs.py: head and last block
+    arch, nodes = arch_for(torch_model.config), E.sensitive_nodes(out / "model.onnx", torch_model.config)
+    assert any(n.startswith(arch.onnx_head) for n in nodes)
+    blocks = {int(m.group(1)) for n in nodes for m in [arch.onnx_block.search(n)] if m}
+    assert blocks == {arch.num_layers(torch_model.config) - 1}
 
 
 def test_modernbert_exports(tmp_path):
@@ -243,6 +250,7 @@ def test_int8_agrees_with_fp32_where_confident(int8_artifact, sentiment_data):
     assert q["fp32_accuracy"] >= 0.9  # the trained model is good ...
     assert q["drop_points"] <= 0.5 and q["winner"]["variant"] == "dynamic_per_channel" and q["winner"]["per_channel"]
     assert manifest["models"]["model.int8.onnx"]["metrics"]["accuracy"] == q["int8_accuracy"]
+    assert manifest["models"]["model.int8.onnx"]["scheme"] == "dynamic"
     test = pd.read_parquet(sentiment_data / "test.parquet")
     from tokenizers import Tokenizer
 
@@ -319,6 +327,7 @@ def test_static_int8_and_fp16(trained_run, sentiment_data, tmp_path):
     assert q["drop_points"] <= 0.5
     fp16 = manifest["models"]["model.fp16.onnx"]
     assert fp16["precision"] == "fp16" and fp16["max_prob_diff"] <= 1e-2
+    assert manifest["models"]["model.int8.onnx"]["scheme"] == "static"
 
 
 def test_cli_gate_failure_is_one_line_and_exit_code_3(trained_run, tmp_path, capsys):
@@ -344,7 +353,7 @@ def test_optimum_loads_the_artifact(int8_artifact):
     pre = Preprocessor.from_manifest(Tokenizer.from_file(str(int8_artifact / "tokenizer.json")), manifest["preprocessing"])
     model = ORTModelForSequenceClassification.from_pretrained(int8_artifact, file_name="model.onnx")
     for feed in mixed_batches(pre):
-        inputs = {k: torch.from_numpy(v) for k, v in E.with_token_types(feed, manifest["inputs"]).items()}
+        inputs = {k: torch.from_numpy(v) for k, v in feed_for(feed, dict.fromkeys(manifest["inputs"], np.int64)).items()}
         got = model(**inputs).logits.numpy()
         assert np.abs(got - session_logits(int8_artifact / "model.onnx", feed)).max() <= 1e-6
 

@@ -1,0 +1,123 @@
+"""What is being exported: load a run folder, a Hugging Face model folder or a hub id as a `Source`.
+
+`resolve_source` is the one entry point: it finds the newest run when no source is given, loads the
+model in fp32 eval mode with the tokenizer and the `textproc.Preprocessor` the runtime will use, and
+merges LoRA adapters into their base weights (`merge_lora`, checked on the probe batches).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgesent.data import make_preprocessor
+from edgesent.errors import GateError, ModelError
+from edgesent.export.parity import probe_batches, torch_logits
+
+MERGE_ATOL = 1e-4
+
+__all__ = ["MERGE_ATOL", "Source", "find_latest_run", "make_preprocessor", "merge_lora", "resolve_source"]
+
+
+@dataclass
+class Source:
+    """A loaded model ready to export, with everything the artifact needs to describe it."""
+
+    kind: str  # "run", "folder" or "hub"
+    ref: str  # the path or hub id as resolved
+    model: Any  # torch sequence classifier, fp32, eval mode, LoRA already merged
+    tokenizer: Any  # transformers fast tokenizer
+    labels: list[str]
+    preprocessor: Any  # textproc.Preprocessor
+    pad_token: str | None
+    method: str = "full"
+    base_model: str = ""
+    recipe: Any = None  # config.Recipe for runs
+    run: Path | None = None
+    merge_max_abs_diff: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def find_latest_run(root: str | os.PathLike = "exports") -> Path:
+    """The most recently modified run folder (with model/ or adapter/) under `root`."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ModelError(f"no run folder given and {root}/ does not exist; train one with `edgesent train RECIPE`")
+    candidates = [
+        p.parent
+        for pattern in ("*/recipe.yaml", "*/*/recipe.yaml")
+        for p in root.glob(pattern)
+        if not p.parent.name.startswith(".") and ((p.parent / "model").is_dir() or (p.parent / "adapter").is_dir())
+    ]
+    if not candidates:
+        raise ModelError(f"no finished run folder (with model/ or adapter/) under {root}/; train one with `edgesent train`")
+    return max(candidates, key=lambda p: p.stat().st_mtime)
+
+
+def resolve_source(source: str | os.PathLike | None) -> Source:
+    """Load the model to export from a run folder, a HF folder or a hub id (None: newest run)."""
+    from edgesent import model as M
+
+    path = find_latest_run() if source is None else Path(source).expanduser()
+    if path.is_dir() and (path / "recipe.yaml").is_file():
+        return _load_run_source(path.resolve())
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{path} is neither an edgesent run folder (recipe.yaml) nor a model folder (config.json)")
+        ref, kind = str(path.resolve()), "folder"
+    elif source is not None and not M.is_local(str(source)) and re.fullmatch(r"[\w.-]+(/[\w.-]+)?", str(source)):
+        ref, kind = str(source), "hub"
+    else:
+        raise ModelError(f"export source not found: {source}")
+    return _load_model_source(ref, kind)
+
+
+def _load_model_source(ref: str, kind: str) -> Source:
+    """A plain sequence classifier (folder or hub id): no recipe, so preprocessing takes the defaults."""
+    from edgesent import model as M
+    from edgesent.config import DataConfig
+
+    torch_model = M.load_model_dir(ref)
+    tokenizer = M.load_tokenizer(ref)
+    if torch_model.config.pad_token_id is None:
+        torch_model.config.pad_token_id = tokenizer.pad_token_id
+    id2label = torch_model.config.id2label
+    labels = [str(id2label[i]) for i in sorted(id2label)]
+    max_length = min(DataConfig.model_fields["max_length"].default, int(tokenizer.model_max_length or 512))
+    data_cfg = DataConfig(labels=labels, max_length=max_length)
+    return Source(kind=kind, ref=ref, model=torch_model, tokenizer=tokenizer, labels=labels,
+                  preprocessor=make_preprocessor(tokenizer, data_cfg), pad_token=tokenizer.pad_token,
+                  base_model=ref, notes=[f"no recipe: preprocessing uses defaults (max_length {max_length}, head)"])
+
+
+def _load_run_source(run: Path) -> Source:
+    """An edgesent run folder: the recipe's preprocessing, LoRA merged into the base weights."""
+    from edgesent import model as M
+
+    torch_model, tokenizer, recipe = M.load_run(run, merge=False)
+    pre = make_preprocessor(tokenizer, recipe.data)
+    merge_diff = None
+    if type(torch_model).__name__.startswith("Peft"):
+        torch_model, merge_diff = merge_lora(torch_model, pre)
+    return Source(kind="run", ref=str(run), model=torch_model, tokenizer=tokenizer, labels=M.run_labels(run, recipe),
+                  preprocessor=pre, pad_token=tokenizer.pad_token, method=recipe.model.method,
+                  base_model=recipe.model.name_or_path, recipe=recipe, run=run, merge_max_abs_diff=merge_diff)
+
+
+def merge_lora(peft_model, preprocessor, atol: float = MERGE_ATOL):
+    """Merge LoRA adapters into a deep copy; refuse if merged and adapter logits differ > atol."""
+    peft_model.eval()
+    merged = copy.deepcopy(peft_model).merge_and_unload()
+    merged.eval()
+    diff = 0.0
+    for feed in probe_batches(preprocessor):
+        diff = max(diff, float(np.abs(torch_logits(peft_model, feed) - torch_logits(merged, feed)).max()))
+    if not diff <= atol:
+        raise GateError(f"merged LoRA model differs from the adapter model by {diff:.2e} (> {atol:g}) on the probe batch")
+    return merged, diff
