@@ -151,6 +151,8 @@ class TrainOptions(Options):
     seeds: list[int] | None = Opt(None, "Run once per seed, e.g. 1,2,3, and report mean ± std.")
     resume: bool = Opt(False, "Continue the newest unfinished run of this recipe from its last checkpoint.")
     out: Path | None = Opt(None, "Run folder (default: <output_dir>/<name>-<timestamp>).")
+    dry_run: bool = Opt(False, "Validate the recipe and overrides, print what would be loaded and the trainable "
+                        "parameters (from a local config), then exit without downloading or training.")
 
     _lists = field_validator("seeds", mode="before")(_ints)
 
