@@ -70,7 +70,7 @@ def bench(target: str | os.PathLike | None = None, *, isolate: bool = True, show
     labels = labels_for(tgt)
     test, train = bench_data(o.data, o.split, o.limit, labels) if o.data else (None, None)
     variants = plan_variants(tgt, o.device, has_train=train is not None and len(train.texts) > 0,
-                             has_data=test is not None)
+                             has_data=test is not None, llm=llm_options(o))
     config = {"target": o.target, "artifact": str(tgt.artifact) if tgt.artifact else None,
               "run": str(tgt.run) if tgt.run else None, "device": o.device, "batch_sizes": o.batch_sizes,
               "seq_lens": o.seq_lens, "threads": threads, "data": o.data, "split": o.split, "limit": o.limit,
@@ -96,7 +96,7 @@ def bench(target: str | os.PathLike | None = None, *, isolate: bool = True, show
                     spec = WorkerSpec(name=v.name, engine=v.engine, device=v.device, precision=v.precision,
                                       file=v.file, artifact=_str(tgt.artifact), run=_str(tgt.run),
                                       tokenizer_file=tokenizer_file, preprocessing=preprocessing, labels=labels,
-                                      data_file=_str(data_file), **grid)
+                                      data_file=_str(data_file), options=v.options, **grid)
                     entry.update({"cells": [], "throughput": [],
                                   **run_worker(spec, workdir, isolate, progress=lambda: bar.advance(task))})
                 results["variants"].append(entry)
@@ -107,6 +107,16 @@ def bench(target: str | os.PathLike | None = None, *, isolate: bool = True, show
     if show:
         print_summary(results, out)
     return out
+
+
+def llm_options(o: BenchOptions) -> dict | None:
+    """The LLM-API baseline's settings (the key's variable name, never the key), or None without --llm-endpoint."""
+    from dataclasses import asdict
+
+    from edgesent.bench.llm import settings_from
+
+    settings = settings_from(o.model_dump())
+    return None if settings is None else asdict(settings)
 
 
 def usable_threads(threads: list[int]) -> list[int]:
@@ -146,9 +156,14 @@ def score(results: dict, test) -> None:
     for v in results["variants"]:
         if v["name"] not in preds:
             continue
-        mine = preds[v["name"]]
+        mine = preds[v["name"]]  # -1: the engine gave no readable answer (LLM); counted wrong in accuracy
         v["accuracy"] = accuracy(mine, truth)
-        v["f1"] = float(f1_score(truth, mine, average="macro"))
+        v["f1"] = float(f1_score(truth, mine, average="macro",
+                                  labels=sorted(set(truth) | {p for p in mine if p >= 0})))
+        if v["engine"] == "llm" or min(mine, default=0) < 0:
+            parsed = [i for i, p in enumerate(mine) if p >= 0]
+            v["unparsed"] = len(mine) - len(parsed)
+            v["accuracy_parsed"] = accuracy([mine[i] for i in parsed], [truth[i] for i in parsed]) if parsed else None
         if ref_name:
             v["agreement"] = accuracy(mine, preds[ref_name])
 

@@ -40,11 +40,12 @@ class Variant:
     """One way of running the model; `skip` holds the reason when it cannot run here."""
 
     name: str
-    device: str  # cpu | cuda
-    engine: str  # a key of runners.RUNNERS: ort | torch | pipeline | sklearn
+    device: str  # cpu | cuda | api
+    engine: str  # a key of runners.RUNNERS: ort | torch | pipeline | sklearn | llm
     precision: str
     file: str | None = None
     skip: str | None = None
+    options: dict | None = None  # engine settings passed to the worker (the LLM's; never a secret)
 
 
 def newest_artifact(root: str | os.PathLike = "exports", precision: str | None = None) -> Path:
@@ -107,8 +108,13 @@ def onnx_variants(manifest: Manifest | None) -> list[Variant]:
     return out
 
 
-def plan_variants(target: Target, device: str, has_train: bool, has_data: bool = True) -> list[Variant]:
-    """The variants for `device` (cpu, cuda or all), with a skip reason for those that cannot run."""
+def plan_variants(target: Target, device: str, has_train: bool, has_data: bool = True,
+                  llm: dict | None = None) -> list[Variant]:
+    """The variants for `device` (cpu, cuda or all), with a skip reason for those that cannot run.
+
+    `llm` (settings from `edgesent.bench.llm.settings_from`, i.e. --llm-endpoint was given) adds the
+    LLM-API baseline on device "api", whatever `device` is; without it no such row and no network.
+    """
     variants: list[Variant] = []
     no_torch = None if target.run else f"no PyTorch checkpoint: {target.run_note or 'no run folder'}"
     no_artifact = None if target.artifact else "no artifact: run `edgesent export` on the run first"
@@ -124,7 +130,22 @@ def plan_variants(target: Target, device: str, has_train: bool, has_data: bool =
         variants.append(Variant("tfidf-logreg", "cpu", "sklearn", "fp64", skip=no_train))
     if device in ("cuda", "all"):
         variants.extend(_cuda_variants(target, no_torch))
+    if llm:
+        variants.append(llm_variant(llm, has_train, has_data))
     return variants
+
+
+def llm_variant(llm: dict, has_train: bool, has_data: bool) -> Variant:
+    """The LLM-API baseline row: `llm-<model>` (characters other than letters, digits, . _ - become -)."""
+    import re
+
+    skip = None
+    if not has_data:
+        skip = "the LLM baseline classifies texts: pass --data"
+    elif llm.get("shots") and not has_train:
+        skip = "--llm-shots needs --data with a train split other than the benchmarked one (examples never come from it)"
+    name = "llm-" + re.sub(r"[^A-Za-z0-9._-]+", "-", llm["model"]).strip("-")
+    return Variant(name, "api", "llm", "api", skip=skip, options=llm)
 
 
 def _cuda_variants(target: Target, no_torch: str | None) -> list[Variant]:

@@ -21,7 +21,8 @@ from typing import Any
 CSV_COLUMNS = [
     "variant", "device", "engine", "precision", "measure", "batch_size", "seq_len", "threads", "status", "reason",
     "n", "mean_ms", "std_ms", "p50_ms", "p90_ms", "p99_ms", "texts_per_s", "file_bytes", "load_s", "peak_rss_mb",
-    "gpu_mem_mb", "accuracy", "f1", "agreement",
+    "gpu_mem_mb", "accuracy", "f1", "agreement", "unparsed", "accuracy_parsed", "latency_per_review_ms",
+    "cost_per_1k_usd",
 ]
 
 
@@ -32,15 +33,49 @@ def to_rows(results: dict) -> list[dict]:
         base = {k: v.get(k) for k in ("device", "engine", "precision", "file_bytes", "load_s", "peak_rss_mb",
                                       "gpu_mem_mb", "accuracy", "f1", "agreement")}
         base["variant"] = v["name"]
+        base.update(llm_figures(v))
         if v.get("status") != "ok":
             rows.append({**base, "measure": "-", "status": v.get("status"), "reason": v.get("reason")})
             continue
         for c in v["cells"]:
             rows.append({**base, "measure": "latency", **{k: c.get(k) for k in CSV_COLUMNS if k in c}})
         for t in v["throughput"]:
-            rows.append({**base, "measure": "throughput", "batch_size": t["batch_size"], "seq_len": "data",
+            batch = (v.get("llm") or {}).get("batch") or t["batch_size"]  # an API row's reviews per request
+            rows.append({**base, "measure": "throughput", "batch_size": batch, "seq_len": "data",
                          "threads": t["threads"], "status": "ok", "texts_per_s": t["texts_per_s"], "n": t["n_texts"]})
     return [{k: r.get(k) for k in CSV_COLUMNS} for r in rows]
+
+
+def llm_figures(v: dict) -> dict:
+    """The LLM-API row's own figures (unparsed, accuracy on parsed, latency per review, cost), or {}."""
+    if v.get("engine") != "llm":
+        return {}
+    derived = (v.get("llm") or {}).get("derived") or {}
+    return {"unparsed": v.get("unparsed"), "accuracy_parsed": v.get("accuracy_parsed"),
+            "latency_per_review_ms": derived.get("latency_per_review_ms"), "cost_per_1k_usd": derived.get("cost_per_1k_usd")}
+
+
+def render_llm(variants: list[dict]) -> list[str]:
+    """The markdown section of the LLM-API baseline rows."""
+    rows = []
+    for v in variants:
+        llm, fig = v.get("llm") or {}, llm_figures(v)
+        if v.get("status") != "ok" or not llm:
+            continue
+        tp = max((t["texts_per_s"] for t in v.get("throughput", [])), default=None)
+        cost = fig["cost_per_1k_usd"]
+        rows.append([v["name"], llm["shots"], llm["batch"], llm["chars"], llm["reviews"], fig["unparsed"],
+                     v.get("accuracy_parsed"), v.get("accuracy"), tp, fig["latency_per_review_ms"],
+                     "–" if cost is None else f"{cost:.4f}", llm["requests"], llm["retries"], llm["failed_requests"]])
+    if not rows:
+        return []
+    first = next(v["llm"] for v in variants if v.get("llm"))
+    return ["### LLM-API baseline", "",
+            f"Endpoint `{first['endpoint']}`, model `{first['model']}`, temperature 0, auth: {first['auth']}. "
+            "Accuracy is given on the parsed reviews and with unparsed ones counted wrong; latency per review = "
+            "summed request time / reviews; cost from the responses' token usage.", "",
+            _md_table(["variant", "shots", "batch", "chars", "reviews", "unparsed", "acc (parsed)", "acc (unparsed wrong)",
+                       "reviews/s", "ms/review", "USD/1k reviews", "requests", "retries", "failed"], rows), ""]
 
 
 def _fmt(value, digits=2) -> str:
@@ -73,7 +108,7 @@ def render_report(results: dict) -> str:
                ["ISA", isa], ["threads benchmarked", ",".join(map(str, cfg["threads"]))], ["GPU", m["gpu"] or "none"],
                ["OS / Python", f"{m['os']} / {m['python']}"],
                ["versions", ", ".join(f"{k} {v}" for k, v in m["versions"].items())]]), ""]
-    for device in ("cpu", "cuda"):
+    for device in ("cpu", "cuda", "api"):
         variants = [v for v in results["variants"] if v["device"] == device]
         if not variants:
             continue
@@ -91,10 +126,11 @@ def render_report(results: dict) -> str:
             out.append(_md_table(["variant", "batch", "seq", "threads", "runs", "mean", "std", "p50", "p90", "p99", "note"],
                                  rows))
         tp = [[v["name"], t["threads"], t["batch_size"], t["n_texts"], t["texts_per_s"]]
-              for v in variants if v.get("status") == "ok" for t in v["throughput"]]
+              for v in variants if v.get("status") == "ok" and v.get("engine") != "llm" for t in v["throughput"]]
         if tp:
             out += ["", "### Throughput over the data (length-bucketed)", "",
                     _md_table(["variant", "threads", "batch", "texts", "texts/s"], tp)]
+        out += ["", *render_llm(variants)] if device == "api" else []
         skipped = [v for v in variants if v.get("status") != "ok"]
         if skipped:
             out += ["", "### Skipped or failed", ""]
@@ -152,6 +188,9 @@ def plot_pareto(results: dict, path: Path) -> bool:
         if v.get("accuracy") is None:
             continue
         cells = [c for c in v["cells"] if c.get("status") == "ok" and c["batch_size"] == 1]
+        per_review = llm_figures(v).get("latency_per_review_ms")
+        if per_review:  # an API row has no batch-1 cell: its mean request time per review stands in
+            pts.append((per_review, v["accuracy"], v.get("file_bytes") or 0, v["name"] + " (ms/review)"))
         if not cells:
             continue
         cell = min(cells, key=lambda c: (c["threads"], -(c["seq_len"] or 0)))  # fewest threads, longest seq
@@ -213,6 +252,14 @@ def print_summary(results: dict, out: Path) -> None:
                       _fmt(v.get("agreement"), 3))
     console = Console()
     console.print(table)
+    for v in results["variants"]:
+        fig = llm_figures(v)
+        if fig and v.get("status") == "ok":
+            cost = fig["cost_per_1k_usd"]
+            console.print(f"{v['name']}: accuracy {_fmt(v.get('accuracy_parsed'), 3)} on parsed reviews, "
+                          f"{_fmt(v.get('accuracy'), 3)} with {fig['unparsed']} unparsed counted wrong, "
+                          f"{_fmt(fig['latency_per_review_ms'], 1)} ms per review"
+                          + ("" if cost is None else f", {cost:.4f} USD per 1,000 reviews"), highlight=False)
     for v in not_run:
         console.print(f"[yellow]{v['name']}[/]: {v.get('status')}: {v.get('reason')}", highlight=False)
     console.print(f"results: {out}/ (report.md, results.csv, results.json, plots)")

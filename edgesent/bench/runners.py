@@ -10,7 +10,10 @@ A runner is built from a `WorkerSpec` and offers:
 - `gpu_mem_mb()`: GPU memory this process used, or None on CPU.
 
 `latency` says what a latency cell times: "tokens" (`run` on batch x seq_len token ids), "text"
-(`classify` of one text, for engines that take no token ids) or None (throughput only). The worker
+(`classify` of one text, for engines that take no token ids) or None (throughput only); `warmup`
+whether throughput starts with an untimed warm-up batch (not for paid API calls). `classify` may
+leave a text unanswered with a row of NaN (the worker records it as prediction -1, bench as
+unparsed), and `extras()` adds engine-specific figures to the variant's results. The worker
 reads only this interface, so adding an engine is one class and one `RUNNERS` entry.
 """
 
@@ -35,6 +38,7 @@ class Runner:
     """The uniform face of an engine (see the module docstring)."""
 
     latency: ClassVar[str | None] = "tokens"
+    warmup: ClassVar[bool] = True
 
     def __init__(self, spec: WorkerSpec):
         self.spec = spec
@@ -62,6 +66,10 @@ class Runner:
 
     def gpu_mem_mb(self) -> float | None:
         return None
+
+    def extras(self) -> dict:
+        """Engine-specific figures merged into the variant's results (none by default)."""
+        return {}
 
 
 class OrtRunner(Runner):
@@ -196,8 +204,47 @@ class SklearnRunner(Runner):
         return proba
 
 
+class LlmRunner(Runner):
+    """A chat model behind an OpenAI-compatible endpoint (`edgesent.bench.llm`): throughput and accuracy only.
+
+    Runs in the worker like every engine; the spec carries the settings with the key's environment
+    variable *name*, and the key is read from the environment here. Every review is sent once (no
+    warm-up); `classify` ignores the bench batch size and sends `--llm-batch` reviews per request.
+    """
+
+    latency = None
+    warmup = False
+
+    def __init__(self, spec: WorkerSpec):
+        self.spec = spec  # no tokenizer: the endpoint takes text
+        self.n_labels = len(spec.labels)
+        self.stats: dict = {}
+
+    def load(self, threads: int) -> None:
+        from edgesent.bench.llm import LlmSettings, pick_shots
+
+        self.settings = LlmSettings(**self.spec.options)
+        data = json.loads(Path(self.spec.data_file).read_text()) if self.spec.data_file else {}
+        self.shots = pick_shots(data.get("train_texts", []), data.get("train_labels", []), self.settings.shots,
+                                self.settings.seed)
+
+    def classify(self, texts: list[str], batch_size: int) -> np.ndarray:
+        from edgesent.bench.llm import classify
+
+        preds, self.stats = classify(texts, self.spec.labels, self.settings, self.shots)
+        out = np.full((len(texts), self.n_labels), np.nan, dtype=np.float32)
+        for row, label in zip(out, preds, strict=True):
+            if label is not None:
+                row[:] = 0.0
+                row[label] = 1.0
+        return out
+
+    def extras(self) -> dict:
+        return {"llm": self.stats}
+
+
 RUNNERS: dict[str, type[Runner]] = {"ort": OrtRunner, "torch": TorchRunner, "pipeline": PipelineRunner,
-                                    "sklearn": SklearnRunner}
+                                    "sklearn": SklearnRunner, "llm": LlmRunner}
 
 
 def quantize_bnb(model, precision: str):

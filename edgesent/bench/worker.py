@@ -53,6 +53,7 @@ class WorkerSpec:
     budget: float
     throughput_batch: int = THROUGHPUT_BATCH
     data_file: str | None = None  # JSON: texts, labels (+ train_texts, train_labels for the baseline)
+    options: dict | None = None  # engine settings (the LLM's endpoint, model, key variable *name*...)
 
     def save(self, path: Path) -> Path:
         path.write_text(json.dumps(asdict(self)))
@@ -87,9 +88,10 @@ def measure_variant(spec: WorkerSpec, progress=None) -> dict[str, Any]:
         row, logits = throughput(runner, texts, spec.throughput_batch)
         result["throughput"].append({"threads": t, **row})
         if i == 0:
-            result["predictions"] = np.asarray(logits).argmax(-1).tolist()
+            logits = np.asarray(logits)
+            result["predictions"] = np.where(np.isnan(logits).any(-1), -1, logits.argmax(-1)).tolist()  # NaN: no answer
     result.update(peak_rss_mb=peak_rss_mb(), torch_imported="torch" in sys.modules, gpu_mem_mb=runner.gpu_mem_mb(),
-                  status="ok")
+                  status="ok", **runner.extras())
     return result
 
 
@@ -119,8 +121,9 @@ def _figures(samples: list[float]) -> dict[str, Any]:
 
 
 def throughput(runner: Runner, texts: list[str], batch_size: int) -> tuple[dict[str, Any], np.ndarray]:
-    """Texts per second over all `texts` (after one warm-up batch), and their logits."""
-    runner.classify(texts[:batch_size], batch_size)
+    """Texts per second over all `texts` (after one warm-up batch, where the runner wants one), and their logits."""
+    if runner.warmup:
+        runner.classify(texts[:batch_size], batch_size)
     start = time.perf_counter()
     logits = runner.classify(texts, batch_size)
     seconds = time.perf_counter() - start
