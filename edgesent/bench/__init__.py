@@ -9,6 +9,8 @@ What is measured, and how (one module per step: `plan` -> `worker` -> `runners`,
   regression baseline (`baseline`). CUDA: PyTorch fp32/fp16/bf16, bitsandbytes LLM.int8 and nf4,
   onnxruntime's CUDA provider fp32/fp16. A variant that cannot run here becomes a row with the
   reason ("skipped: onnxruntime-gpu not installed"), never a crash.
+  With `--llm-endpoint`, one more row on device "api": a chat model behind an OpenAI-compatible
+  endpoint labels the `--data` texts (`llm`: the seed's protocol, throughput and accuracy only).
 - Isolation (`worker`). Each variant is measured in a fresh `python -m edgesent.bench.worker`
   process: the load time is a real cold start, the peak RSS belongs to that variant alone, and an
   onnxruntime variant never has torch in its address space.
