@@ -9,6 +9,10 @@
 #   results    teacher, every exported student and TF-IDF on all IMDB / SST-2 / Rotten Tomatoes test reviews,
 #              p50 b1x128 and b1x256 on 1 thread -> bench/results/distill.json
 # TEACHER defaults to the newest exports/minilm_full_imdb-* run (it needs artifact/: bash bench/real_minilm_full.sh export).
+# KEEP=auto trains with the blocks that agreed best with the teacher in the layers stage (same count as the
+# recipe's keep_layers) instead of the recipe's; KEEP="[1,3,5]" names them. TRAIN_SAMPLES=N distils on a seeded
+# N-review subset of train (data.max_train_samples) when the whole split does not fit the time at hand.
+# MODELS=int8 scores only the INT8 files in the results stage (default int8,fp32).
 # About 20 min of training per 3-block student on the 2-vCPU dev box (bf16), a few minutes per export.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +28,23 @@ student() {  # student NAME [extra --set ...]: train recipes/minilm_<l3|l2>_dist
   # the in-training test is a 2,000-review sample (PyTorch), as for the teacher; the results stage scores all of it
   $PY -m edgesent train "recipes/minilm_${name%%-*}_distill.yaml" --out "exports/minilm_$name" \
     --set model.name_or_path="$TEACHER" --set distill.teacher="$TEACHER/artifact" \
-    --set data.dataset=$SHARED/data/imdb --set data.max_test_samples=2000 --set training.threads=2 "$@"
+    --set data.dataset=$SHARED/data/imdb --set data.max_test_samples=2000 --set training.threads=2 \
+    ${TRAIN_SAMPLES:+--set data.max_train_samples=$TRAIN_SAMPLES} $(keep_option "${name%%-*}") "$@"
+}
+
+keep_option() {  # keep_option l3|l2: the --set for KEEP (nothing when KEEP is unset)
+  [ -n "${KEEP:-}" ] || return 0
+  if [ "$KEEP" = auto ]; then
+    $PY - "$1" <<'PYEOF'
+import json, sys
+n = int(sys.argv[1][1:])
+rows = [r for r in json.load(open("bench/results/distill_layers.json"))["rows"] if r["keep_layers"] != "all" and len(r["keep_layers"]) == n]
+best = max(rows, key=lambda r: (r["agreement"], r["accuracy"]))
+print("--set model.keep_layers=[" + ",".join(map(str, best["keep_layers"])) + "]")
+PYEOF
+  else
+    echo "--set model.keep_layers=$KEEP"
+  fi
 }
 
 for stage in $STAGES; do
@@ -36,7 +56,7 @@ for stage in $STAGES; do
     results)
       args=("teacher=$TEACHER/artifact")
       for s in l3 l3-ce l2 l2-ce; do [ -f "exports/minilm_$s/artifact/edgesent.json" ] && args+=("$s=exports/minilm_$s/artifact"); done
-      $PY -m bench.distill_results "${args[@]}" --shared $SHARED --threads 2 --baseline --out bench/results/distill.json ;;
+      $PY -m bench.distill_results "${args[@]}" --shared $SHARED --threads 2 --models "${MODELS:-int8,fp32}" --baseline --out bench/results/distill.json ;;
     *) echo "error: unknown stage '$stage' (layers l3 l2 l3-ce l2-ce export-NAME results)" >&2; exit 2 ;;
   esac
 done
