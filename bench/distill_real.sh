@@ -56,7 +56,8 @@ for stage in $STAGES; do
     results)
       args=("teacher=$TEACHER/artifact")
       for s in l3 l3-ce l2 l2-ce; do [ -f "exports/minilm_$s/artifact/edgesent.json" ] && args+=("$s=exports/minilm_$s/artifact"); done
-      $PY -m bench.distill_results "${args[@]}" --shared $SHARED --threads 2 --models "${MODELS:-int8,fp32}" --baseline --out bench/results/distill.json ;;
+      $PY -m bench.distill_results "${args[@]}" --shared $SHARED --threads 2 --models "${MODELS:-int8,fp32}" --baseline \
+        --out bench/results/distill.json --plot bench/results/distill_pareto.png ;;
     *) echo "error: unknown stage '$stage' (layers l3 l2 l3-ce l2-ce export-NAME results)" >&2; exit 2 ;;
   esac
 done

@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=5.0, help="seconds per latency cell")
     parser.add_argument("--baseline", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--plot", type=Path, default=None, help="accuracy vs p50 b1x128 (first set) as a PNG")
     args = parser.parse_args(argv)
     targets = parse_targets(args.targets)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -142,7 +143,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         atomic_write_text(args.out, json.dumps(results, indent=1, default=str) + "\n")
         print(f"numbers: {args.out}")
+    if args.plot:
+        plot(results, sets[0], args.plot)
+        print(f"plot: {args.plot}")
     return 0
+
+
+def plot(results: dict, first_set: str, path: Path) -> None:
+    """edgesent bench's Pareto plot (accuracy vs batch-1 latency, marker size = file size) of these rows."""
+    from edgesent.bench.report import plot_pareto
+
+    variants = []
+    for r in results["rows"]:
+        p50 = r.get("p50_ms_b1x128", r.get("p50_ms_b1"))
+        acc = r["sets"].get(first_set, {}).get("accuracy")
+        if p50 is None or acc is None:
+            continue
+        variants.append({"name": f"{r['name']} {r['model']}", "accuracy": acc, "file_bytes": (r.get("mb") or 0) * 1e6,
+                         "cells": [{"status": "ok", "batch_size": 1, "threads": 1, "seq_len": 128, "p50_ms": p50}]})
+    plot_pareto({"variants": variants}, path)
 
 
 def markdown(results: dict, sets: list[str], seqs: list[int]) -> str:
