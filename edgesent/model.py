@@ -1,7 +1,10 @@
 """Models: load a backbone + classification head, apply the training method, load runs back.
 
-Sources: a local folder in Hugging Face layout, or a hub id (loaded through the hub; offline
-machines get a one-line error saying how to point the recipe at a local folder).
+Sources: a local folder in Hugging Face layout, a hub id (loaded through the hub; offline
+machines get a one-line error saying how to point the recipe at a local folder), or an edgesent
+run folder (its model/ -- LoRA merged -- and tokenizer/), so a student can start from a fine-tuned
+teacher. `model.keep_layers` then keeps only the listed transformer blocks (`keep_layers`, for
+distillation: edgesent/distill.py).
 
 Security defaults: only safetensors are loaded unless `model.allow_pickle` is set, and
 `trust_remote_code` stays off unless the recipe sets it.

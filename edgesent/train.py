@@ -10,6 +10,7 @@ Decisions:
   `--resume` and DDP (so the same code runs under `torchrun`/`accelerate launch`). It is subclassed
   only to build the optimizer's parameter groups: the head learns at `lr x model.head_lr_multiplier`,
   and biases/LayerNorm weights get no weight decay (Trainer's own `get_decay_parameter_names`).
+- A `distill:` section swaps in edgesent/distill.py's loss, dataset and collator (teacher logits cached).
 - Under several processes every rank needs the same run folder; rank 0 picks the name and
   broadcasts it. Only rank 0 writes recipe, tokenizer, model, metrics and prints the summary.
 - The final model is written under a temporary name and renamed (`errors.atomic_dir`), so a

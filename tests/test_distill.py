@@ -168,6 +168,21 @@ def test_distilled_student_matches_teacher(teacher_run, data, tmp_path):
     assert "Distilled from the teacher" in card and "[0, 3]" in card
 
 
+def test_student_with_another_tokenizer_learns_from_the_artifact(teacher_run, data, tmp_path):
+    """A GPT-NeoX student (its own BPE tokenizer, random init) distilled from the BERT teacher's artifact."""
+    from edgesent.train import train
+
+    neox = make_deep_model_dir("gpt_neox", tmp_path / "neox", layers=2)
+    recipe = tiny_recipe(neox, data, tmp_path / "runs", name="neox_student",  # test_train.py's GPT-NeoX settings
+                         model={"pad_token": "eos", "head": "mlp", "head_lr_multiplier": 10},
+                         training={"lr": 1e-3, "epochs": 6, "warmup_ratio": 0.1})
+    recipe["distill"] = {"teacher": str(teacher_run / "artifact"), "alpha": 0.7}
+    run = train(validate_recipe(recipe), out=tmp_path / "runs" / "neox")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["distill"]["teacher_kind"] == "artifact" and metrics["distill"]["alpha"] == 0.7
+    assert metrics["test"]["accuracy"] >= 0.90, metrics["test"]
+
+
 # --------------------------------------------------------------------------------------------
 # The teacher-logit cache
 
