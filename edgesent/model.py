@@ -240,6 +240,9 @@ def keep_layers(model, keep: list[int]):
     import torch.nn as nn
 
     arch = archs.arch_for(model.config)
+    if not arch.uniform_blocks:
+        raise ModelError(f"model.keep_layers: the blocks of {arch.family} models differ from each other "
+                         "(see edgesent/archs.py), so they cannot be dropped")
     old = archs.blocks(model)
     n = len(old)
     bad = [i for i in keep if not 0 <= i < n]

@@ -71,7 +71,7 @@ def student_recipe(teacher_run: Path, data: Path, out_root: Path, teacher: str |
 # keep_layers
 
 
-@pytest.mark.parametrize("kind", ["bert", "gpt_neox"])
+@pytest.mark.parametrize("kind", ["bert", "gpt_neox", "distilbert", "roberta", "gpt2"])
 def test_keep_layers_copies_the_right_weights(kind, tmp_path):
     import torch
 
@@ -100,6 +100,15 @@ def test_keep_layers_copies_the_right_weights(kind, tmp_path):
     back = load_model_dir(tmp_path / "student")
     ids = torch.tensor([tok("a great film").input_ids])
     torch.testing.assert_close(back(input_ids=ids).logits, student(input_ids=ids).logits, atol=1e-6, rtol=0)
+
+
+def test_keep_layers_refuses_families_with_unlike_blocks(tmp_path):
+    from edgesent.model import build_model, load_tokenizer
+
+    model_dir = make_deep_model_dir("modernbert", tmp_path / "m", layers=3)
+    recipe = validate_recipe(tiny_recipe(model_dir, tmp_path, tmp_path / "runs", model={"keep_layers": [0, 2]}))
+    with pytest.raises(EdgesentError, match="blocks of modernbert models differ"):
+        build_model(recipe, ["negative", "positive"], load_tokenizer(str(model_dir)))
 
 
 def test_keep_layers_schema_refuses_unsorted_and_duplicates():
