@@ -12,7 +12,8 @@
 # KEEP=auto trains with the blocks that agreed best with the teacher in the layers stage (same count as the
 # recipe's keep_layers) instead of the recipe's; KEEP="[1,3,5]" names them. TRAIN_SAMPLES=N distils on a seeded
 # N-review subset of train (data.max_train_samples) when the whole split does not fit the time at hand.
-# MODELS=int8 scores only the INT8 files in the results stage (default int8,fp32).
+# MODELS=int8 scores only the INT8 files in the results stage (default int8,fp32). EXTRA="--set training.max_steps=900"
+# adds recipe overrides to the training stages (e.g. a part of the epoch when the whole one does not fit).
 # About 20 min of training per 3-block student on the 2-vCPU dev box (bf16), a few minutes per export.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +30,7 @@ student() {  # student NAME [extra --set ...]: train recipes/minilm_<l3|l2>_dist
   $PY -m edgesent train "recipes/minilm_${name%%-*}_distill.yaml" --out "exports/minilm_$name" \
     --set model.name_or_path="$TEACHER" --set distill.teacher="$TEACHER/artifact" \
     --set data.dataset=$SHARED/data/imdb --set data.max_test_samples=2000 --set training.threads=2 \
-    ${TRAIN_SAMPLES:+--set data.max_train_samples=$TRAIN_SAMPLES} $(keep_option "${name%%-*}") "$@"
+    ${TRAIN_SAMPLES:+--set data.max_train_samples=$TRAIN_SAMPLES} $(keep_option "${name%%-*}") ${EXTRA:-} "$@"
 }
 
 keep_option() {  # keep_option l3|l2: the --set for KEEP (nothing when KEEP is unset)
