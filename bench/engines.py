@@ -317,7 +317,16 @@ def main(argv: list[str] | None = None) -> int:
             row["accuracy"] = accuracy_block(t, [e for e in engines if e.name in ACCURACY_ENGINES], all_texts,
                                              all_labels, args)
         summary["targets"][label] = row
+        out = args.out or args.work / "engines.json"
+        out.write_text(json.dumps(summary, indent=1) + "\n")  # after every target: partial results survive
         report.append(md_latency(label, row["latency_p50_ms"], [e.name for e in engines]))
+        report.append("cold start / peak RSS: " + ", ".join(
+            f"{k} {v['first_answer_s']:.2f} s / {v['rss_mb']:.0f} MB" for k, v in row["cold_start"].items()
+            if v and "rss_mb" in v) + "; bytes: " + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in row["bytes"].items()))
+        for name, a in (row.get("accuracy") or {}).get("engines", {}).items():
+            bi = a.get("batch_independence")
+            report.append(f"{name}: accuracy {a['accuracy']:.4%} agreement with ort-fp32 {a['agreement_fp32']:.4%}"
+                          + (f", alone vs batched differ on {bi['differ']} of {bi['n']}" if bi else ""))
         report.append("texts/s (" + f"{args.throughput_threads} threads, {len(tp_texts)} IMDB test reviews, batch 32 "
                       "bucketed): " + ", ".join(f"{k} {v:.1f}" for k, v in row["texts_per_s"].items()))
     out = args.out or args.work / "engines.json"

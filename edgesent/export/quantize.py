@@ -287,8 +287,9 @@ def quantize_with_gate(fp32: Path, out: Path, src, evalset, calib: list[str], *,
             return GateResult(record, kept=variant, fp32_preds=fp32_preds)
         variant.discard(candidate)
     tried = ", ".join(f"{a['variant']} {a['drop_points']:.2f}" for a in record["attempts"])
-    what = "OpenVINO INT8" if table is not INT8_VARIANTS else "INT8"
+    what, wrote = (("INT8", "the fp32-only artifact") if table is INT8_VARIANTS else
+                   ("OpenVINO INT8", "the artifact without the OpenVINO model"))
     return GateResult(record, fp32_preds=fp32_preds, error=GateError(
         f"{what} accuracy gate failed: every variant dropped more than {max_drop} points (drops: {tried}); "
-        f"wrote the artifact without it. Raise --max-drop or improve the model"
+        f"wrote {wrote}. Raise --max-drop or improve the model"
     ))
