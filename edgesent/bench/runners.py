@@ -240,6 +240,9 @@ RUNNERS: dict[str, type[Runner]] = {"ort": OrtRunner, "openvino": OpenVinoRunner
                                     "pipeline": PipelineRunner, "sklearn": SklearnRunner}
 
 
+NF4_CPU_BLOCK = 64
+
+
 def bnb_dtype(device: str):
     """The dtype of what bitsandbytes leaves unquantized (and computes in): fp16 on CUDA; on CPU bf16 where
     the CPU has it natively, else fp32 (CPU fp16 matmuls are emulated)."""
@@ -272,6 +275,8 @@ def quantize_bnb(model, precision: str, device: str = "cuda"):
             full = f"{name}.{child_name}" if name else child_name
             if not isinstance(child, nn.Linear) or full.split(".")[0] in heads:
                 continue
+            if precision == "nf4" and device == "cpu" and child.in_features % NF4_CPU_BLOCK:
+                continue  # bitsandbytes' CPU nf4 kernel packs 64-weight blocks of the input; such layers stay in dtype
             bias = child.bias is not None
             if precision == "llm-int8":
                 new = bnb.nn.Linear8bitLt(child.in_features, child.out_features, bias=bias, has_fp16_weights=False,
