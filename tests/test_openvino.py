@@ -169,3 +169,18 @@ def test_openvino_session_matches_ort_on_a_raw_batch(ov_artifact):
     assert np.abs(ort - ov).max() <= OV_ATOL
     with pytest.raises(EdgesentError, match="precision hint"):
         OpenVinoSession(ov_artifact / "model.onnx", hint="int4")
+
+
+@pytest.mark.parametrize("kind", ["gpt_neox", "roberta", "distilbert"])
+def test_openvino_fp32_equals_onnxruntime_on_every_family(kind, model_factory, tmp_path):
+    """Rotary GPT-NeoX (Pythia), RoBERTa (position ids from the pad mask) and DistilBERT graphs: OpenVINO reads the
+    very ONNX file onnxruntime serves and gives the same logits, right padding included."""
+    from edgesent.openvino_session import OpenVinoSession
+
+    out = E.export(model_factory(kind), tmp_path / "artifact")
+    clf = Classifier(out, threads=1)
+    texts = ["great", "the plot was dull and the actors were awful", "loved it " * 40, "worst film ever"]
+    batch = clf.preprocessor.pad(clf.encode(texts)[0])
+    ort = OnnxSession(out / "model.onnx", threads=1).logits(batch)
+    ov = OpenVinoSession(out / "model.onnx", threads=1).logits(batch)
+    assert np.abs(ort - ov).max() <= OV_ATOL
