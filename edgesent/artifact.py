@@ -75,6 +75,24 @@ def loaded_files(name: str) -> list[str]:
     return [name, ir_weights(name)] if name.endswith(".xml") else [name]
 
 
+CONFIG = "config.json"  # the transformers config saved beside the model files
+
+
+def max_tokens(folder: str | os.PathLike) -> int | None:
+    """The longest input the artifact's model positions allow (from its config.json; None when unknown)."""
+    from types import SimpleNamespace
+
+    from edgesent.archs import arch_for
+    from edgesent.errors import ModelError
+
+    path = Path(folder) / CONFIG
+    try:
+        config = SimpleNamespace(**json.loads(path.read_text(encoding="utf-8")))
+        return arch_for(config).max_tokens(config)
+    except (OSError, ValueError, TypeError, ModelError):
+        return None
+
+
 class _Doc(BaseModel):
     """A typed JSON object that can also be read by key, like the file it comes from."""
 

@@ -15,6 +15,10 @@ runtime imports openvino.
 - `hint` -> `INFERENCE_PRECISION_HINT`: "f32" (default: OpenVINO would otherwise pick bf16 by itself
   on CPUs with native bf16 and no longer match fp32 logits) or "bf16", which only CPUs with native
   bf16 (avx512_bf16 / AMX) accept here (`bf16_skip_reason`).
+- Inputs longer than the model's positions (`artifact.max_tokens`, from the config.json beside the
+  model file) are refused with one line: onnxruntime raises on the out-of-range position gather, but
+  OpenVINO's CPU plugin does not check it and can crash the process. The runtime's preprocessing
+  never produces such inputs; bench's seq_len grid can.
 - The feed is the one of `edgesent.session.feed_for`: the graph's inputs only, zero token_type_ids
   when it takes them, cast to its integer type.
 """
@@ -26,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgesent.artifact import max_tokens
 from edgesent.errors import ArtifactError, EdgesentError, first_line
 from edgesent.session import FEEDABLE, feed_for
 
@@ -93,10 +98,14 @@ class OpenVinoSession:
                                 f"{', '.join(FEEDABLE)} only")
         self.output = self.compiled.outputs[0]
         self.request = self.compiled.create_infer_request()
+        self.max_tokens = max_tokens(self.path.parent)
 
     def feed(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return feed_for(batch, self.inputs)
 
     def logits(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        length = batch["input_ids"].shape[-1]
+        if self.max_tokens is not None and length > self.max_tokens:
+            raise EdgesentError(f"{length} tokens exceed the {self.max_tokens} positions of {self.path.name}")
         result = self.request.infer(self.feed(batch))
         return np.array(result[self.output], dtype=np.float32)  # a copy: the request reuses its buffers

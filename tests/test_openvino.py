@@ -184,3 +184,18 @@ def test_openvino_fp32_equals_onnxruntime_on_every_family(kind, model_factory, t
     ort = OnnxSession(out / "model.onnx", threads=1).logits(batch)
     ov = OpenVinoSession(out / "model.onnx", threads=1).logits(batch)
     assert np.abs(ort - ov).max() <= OV_ATOL
+
+
+def test_inputs_beyond_the_positions_are_refused_not_crashing(ov_artifact):
+    """OpenVINO does not bounds-check the position gather (a segfault); the session refuses such inputs first."""
+    from edgesent.artifact import max_tokens
+    from edgesent.openvino_session import OpenVinoSession
+
+    limit = max_tokens(ov_artifact)
+    assert limit == 512  # BERT: max_position_embeddings 512
+    sess = OpenVinoSession(ov_artifact / OV_XML, threads=1)
+    ok = {"input_ids": np.full((1, limit), 7), "attention_mask": np.ones((1, limit), dtype=np.int64)}
+    assert sess.logits(ok).shape == (1, 2)
+    long = {k: np.concatenate([v, v[:, :1]], axis=1) for k, v in ok.items()}
+    with pytest.raises(EdgesentError, match=f"{limit + 1} tokens exceed the {limit} positions"):
+        sess.logits(long)
