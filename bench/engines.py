@@ -115,6 +115,7 @@ class Target:
         self.work = work / artifact.parent.name
         self.work.mkdir(parents=True, exist_ok=True)
         self.sessions: dict = {}
+        self._clf = None
 
     def path(self, e: Engine) -> Path:
         return (self.work if e.name == "ort-int8-slim" else self.artifact) / e.file
@@ -157,9 +158,14 @@ class Target:
 
     def classifier(self, e: Engine, threads: int):
         """The serving Classifier (preprocessing, bucketing) running this engine's session."""
+        import copy
+
         from edgesent.runtime import Classifier
 
-        clf = Classifier(self.artifact, model="fp32", engine="onnxruntime", threads=1)
+        if self._clf is None:
+            self._clf = Classifier(self.artifact, model="int8" if FILES["int8"] in self.manifest.files else "fp32",
+                                   engine="onnxruntime", threads=1)
+        clf = copy.copy(self._clf)
         clf.session = self.session(e, threads)
         return clf
 
