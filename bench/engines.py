@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             bi = a.get("batch_independence")
             report.append(f"{name}: accuracy {a['accuracy']:.4%} agreement with ort-fp32 {a['agreement_fp32']:.4%}"
                           + (f", alone vs batched differ on {bi['differ']} of {bi['n']}" if bi else ""))
-        report.append("texts/s (" + f"{args.throughput_threads} threads, {len(tp_texts)} IMDB test reviews, batch 32 "
+        report.append("texts/s (" + f"{args.throughput_threads} threads, {len(tp_texts)} {args.data.name} test texts, batch 32 "
                       "bucketed): " + ", ".join(f"{k} {v:.1f}" for k, v in row["texts_per_s"].items()))
     out = args.out or args.work / "engines.json"
     out.write_text(json.dumps(summary, indent=1) + "\n")
