@@ -75,12 +75,13 @@ def _facts(clf: Classifier) -> str:
     return "| | |\n|---|---|\n" + body
 
 
-def build_app(artifact_dir: str | os.PathLike, model: str | None = None, max_chars: int = 5000):
+def build_app(artifact_dir: str | os.PathLike, model: str | None = None, max_chars: int = 5000,
+              engine: str | None = None):
     """The Gradio Blocks for `artifact_dir` (not launched). Endpoints: /predict and /predict_file."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
-    clf = Classifier(artifact_dir, model=model, threads=1)
+    clf = Classifier(artifact_dir, model=model, threads=1, engine=engine)
     workers = max(2, os.cpu_count() or 2)
 
     def classify(text: str | None) -> tuple[dict[str, float], str]:
@@ -172,10 +173,10 @@ def launch_app(demo, host: str = "127.0.0.1", port: int = 0, auth: str | None = 
 
 
 def demo_cli(artifact: str | os.PathLike, host: str = "127.0.0.1", port: int = 7860, auth: str | None = None,
-             model: str | None = None) -> Any:
+             model: str | None = None, engine: str | None = None) -> Any:
     """`edgesent demo`: serve the app until Ctrl-C."""
     parse_auth(auth)  # fail before loading anything
-    demo = build_app(artifact, model=model)
+    demo = build_app(artifact, model=model, engine=engine)
     port = port or free_port(host)
     reach = "this machine only" if host in ("127.0.0.1", "localhost") else f"every client that can reach {host}"
     print(f"serving {demo.edgesent_classifier.model_file} of {artifact} at http://{host}:{port} "

@@ -5,6 +5,8 @@ An artifact is one self-contained folder:
     model.onnx            fp32 ONNX (dynamic batch and sequence axes)
     model.int8.onnx       dynamic (or static) INT8, when exported with --int8 / --static
     model.fp16.onnx       fp16, when exported with --fp16 (for GPU execution providers)
+    model.int8.openvino.xml + .bin
+                          OpenVINO IR, static INT8 by NNCF, when exported with --openvino (engine "openvino")
     tokenizer.json ...    the tokenizer (+ tokenizer_config.json, special_tokens_map.json)
     config.json           the transformers config (lets optimum's ORTModelForSequenceClassification load it)
     README.md             model card
@@ -22,6 +24,7 @@ edgesent can read a newer minor addition):
     source: {run, recipe (dict), base_model, method}
     files: {filename: {sha256, bytes}}        every file in the folder except edgesent.json
     models: {filename: {precision, scheme, engine, metrics: {...}, quantization: {...}}}
+    engine: the engine a runtime uses when not told (onnxruntime, or openvino once its INT8 passed the gate)
     quantization: {settings, fp32_accuracy, int8_accuracy, drop_points, ...}
     versions: {package: version}
 
@@ -47,14 +50,47 @@ from edgesent.errors import ArtifactError, atomic_write_text
 
 MANIFEST = "edgesent.json"
 MANIFEST_VERSION = 1
-FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}  # precision -> file
+FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx",  # precision -> file
+         "openvino-int8": "model.int8.openvino.xml"}  # OpenVINO IR; its weights are the .bin beside it
+ENGINES = ("onnxruntime", "openvino")
 SERVE_ORDER = ("int8", "fp32")  # what a runtime serves when not told: INT8 when present, else fp32
+# per engine: what the engine serves for a precision (OpenVINO reads the fp32 ONNX file itself)
+ENGINE_FILES = {"onnxruntime": {"fp32": "fp32", "int8": "int8", "fp16": "fp16"},
+                "openvino": {"fp32": "fp32", "bf16": "fp32", "int8": "openvino-int8"}}
 LFS_MAGIC = b"version https://git-lfs.github.com/spec/"
 
 
 def file_for(precision: str) -> str:
     """The artifact file name of a precision (`int8` -> `model.int8.onnx`); other names pass through."""
     return FILES.get(precision, precision)
+
+
+def ir_weights(name: str) -> str:
+    """The weights file of an OpenVINO IR (`model.int8.openvino.xml` -> `model.int8.openvino.bin`)."""
+    return name[: -len(".xml")] + ".bin" if name.endswith(".xml") else name
+
+
+def loaded_files(name: str) -> list[str]:
+    """Every file a session on model file `name` reads (an IR is its .xml and its .bin)."""
+    return [name, ir_weights(name)] if name.endswith(".xml") else [name]
+
+
+CONFIG = "config.json"  # the transformers config saved beside the model files
+
+
+def max_tokens(folder: str | os.PathLike) -> int | None:
+    """The longest input the artifact's model positions allow (from its config.json; None when unknown)."""
+    from types import SimpleNamespace
+
+    from edgesent.archs import arch_for
+    from edgesent.errors import ModelError
+
+    path = Path(folder) / CONFIG
+    try:
+        config = SimpleNamespace(**json.loads(path.read_text(encoding="utf-8")))
+        return arch_for(config).max_tokens(config)
+    except (OSError, ValueError, TypeError, ModelError):
+        return None
 
 
 class _Doc(BaseModel):
@@ -86,7 +122,7 @@ class FileEntry(_Doc):
 class ModelEntry(_Doc):
     precision: Literal["fp32", "fp16", "int8", "bf16"]
     scheme: Literal["dynamic", "static"] | None = None  # INT8 only: activations quantized per batch or calibrated
-    engine: Literal["onnxruntime", "openvino"] = "onnxruntime"
+    engine: Literal["onnxruntime", "openvino"] = "onnxruntime"  # keep in step with ENGINES
     metrics: dict[str, Any] = Field(default_factory=dict)
     quantization: dict[str, Any] | None = None
 
@@ -106,11 +142,15 @@ class Manifest(_Doc):
     inputs: list[str] = Field(default_factory=list)
     source: dict[str, Any] | None = None
     quantization: dict[str, Any] | None = None
+    engine: Literal["onnxruntime", "openvino"] = "onnxruntime"  # the default engine (see the module docstring)
 
-    def model_files(self) -> list[str]:
-        """Model files the folder holds, fp32 first, then INT8, then fp16, then any others."""
+    def model_files(self, engine: str | None = None) -> list[str]:
+        """Model files the folder holds (ONNX and OpenVINO IR), fp32 first, then INT8, then fp16, then others;
+        with `engine`, only that engine's own files."""
         order = {name: i for i, name in enumerate(FILES.values())}
-        names = [n for n in self.files if n.endswith(".onnx")] or list(self.models)
+        names = [n for n in self.files if n.endswith((".onnx", ".xml"))] or list(self.models)
+        if engine is not None:
+            names = [n for n in names if self.entry(n).engine == engine]
         return sorted(names, key=lambda n: (order.get(n, len(order)), n))
 
     def entry(self, name: str) -> ModelEntry:
@@ -118,6 +158,8 @@ class Manifest(_Doc):
         if name in self.models:
             return self.models[name]
         precision = next((p for p, f in FILES.items() if f == name), "fp32")
+        if name.endswith(".xml"):
+            return ModelEntry(precision="int8" if "int8" in name else "fp32", engine="openvino")
         return ModelEntry(precision=precision)
 
     def to_json(self) -> dict[str, Any]:
@@ -214,17 +256,24 @@ def verify_files(folder: Path, manifest: Manifest, names: list[str] | None = Non
             raise ArtifactError(f"{folder}: {_describe_bad_file(path, expected)}")
 
 
-def pick_model_file(folder: str | os.PathLike, manifest: Manifest, prefer: str | None = None) -> str:
-    """The ONNX file to serve: `prefer` if given, else INT8, then fp32 (fp16 only when asked for)."""
-    files = manifest.files
+def pick_model_file(folder: str | os.PathLike, manifest: Manifest, prefer: str | None = None,
+                    engine: str = "onnxruntime") -> str:
+    """The model file `engine` serves: `prefer` (a precision or a file name) if given, else INT8, then fp32
+    (fp16 only when asked for). OpenVINO serves its own INT8 IR, else reads the fp32 ONNX file."""
+    files, table = manifest.files, ENGINE_FILES[engine]
     if prefer:
-        name = file_for(prefer)
+        precision = prefer in FILES or prefer in table
+        if (precision and prefer not in table) or (engine == "onnxruntime" and prefer.endswith(".xml")):
+            raise ArtifactError(f"{folder}: {engine} cannot serve '{prefer}' (choose one of "
+                                f"{', '.join(table)} or a model file name)")
+        name = file_for(table[prefer]) if precision else prefer
         if name not in files:
-            raise ArtifactError(f"{folder} has no {name} (it has: {', '.join(manifest.model_files())})")
+            raise ArtifactError(f"{folder} has no {name} (it has: {', '.join(manifest.model_files())})"
+                                + (" (export with --openvino)" if name == FILES["openvino-int8"] else ""))
         return name
     for precision in SERVE_ORDER:
-        if FILES[precision] in files:
-            return FILES[precision]
+        if file_for(table[precision]) in files:
+            return file_for(table[precision])
     raise ArtifactError(f"{folder} holds no ONNX model")
 
 

@@ -96,13 +96,13 @@ def _predict(o: O.PredictOptions) -> None:
     from edgesent.scoring import predict_cli
 
     predict_cli(o.artifact, o.texts or [], file=o.file, column=o.column, out=o.out, model=o.model,
-                threads=o.threads, batch_size=o.batch_size)
+                threads=o.threads, batch_size=o.batch_size, engine=o.engine)
 
 
 def _demo(o: O.DemoOptions) -> None:
     from edgesent.app import demo_cli
 
-    demo_cli(o.artifact, host=o.host, port=o.port, auth=o.auth, model=o.model)
+    demo_cli(o.artifact, host=o.host, port=o.port, auth=o.auth, model=o.model, engine=o.engine)
 
 
 def _bench(o: O.BenchOptions) -> None:

@@ -40,6 +40,11 @@ def cpu_flags() -> set[str]:
     return cpu_info()[1]
 
 
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated, slowly."""
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
 def usable_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))

@@ -103,7 +103,9 @@ class ExportOptions(Options):
     int8: bool = Opt(False, "Also write an INT8 model, gated on accuracy.")
     fp16: bool = Opt(False, "Also write an fp16 model for GPU execution providers.")
     static: bool = Opt(False, "Static INT8 (QDQ) calibrated on training texts.")
-    calibration: int = Opt(256, "Calibration texts for --static.", ge=1, le=100_000)
+    openvino: bool = Opt(False, 'Also write an OpenVINO INT8 model (NNCF static, gated on accuracy; '
+                                'needs pip install "edgesent[openvino]").')
+    calibration: int = Opt(256, "Calibration texts for --static and --openvino.", ge=1, le=100_000)
     max_drop: float = Opt(0.5, "Largest accepted INT8 accuracy drop, in points.", le=100)
     eval_data: str | None = Opt(None, "Data (file/folder/hub id) for the accuracy gate.")
     eval_limit: int | None = Opt(None, "Evaluate the gate on at most N texts.", ge=1)
@@ -186,9 +188,11 @@ class PredictOptions(Options):
     file: Path | None = Opt(None, "Score a .csv/.jsonl/.parquet/.txt file instead.")
     column: str = Opt("text", "Text column of --file.", min_length=1)
     out: Path | None = Opt(None, "Write scores here (.parquet/.csv/.jsonl).")
-    model: str | None = Opt(None, "int8, fp32, fp16 or a file name.")
-    threads: int | None = Opt(None, "onnxruntime intra-op threads (default: one per core).")
+    model: str | None = Opt(None, "int8, fp32, fp16 (bf16 with openvino) or a file name.")
+    threads: int | None = Opt(None, "Engine threads (default: one per core).")
     batch_size: int = Opt(32, "Texts per batch.", ge=1, le=4096)
+    engine: Literal["onnxruntime", "openvino"] | None = Opt(
+        None, "onnxruntime or openvino (default: the artifact's, set by export --openvino).")
 
 
 class DemoOptions(Options):
@@ -197,6 +201,8 @@ class DemoOptions(Options):
     port: int = Opt(7860, "Port (0 = first free).", ge=0, le=65535)
     auth: str | None = Opt(None, "user:pass to require a login.")
     model: str | None = Opt(None, "int8, fp32 or a file name.")
+    engine: Literal["onnxruntime", "openvino"] | None = Opt(
+        None, "onnxruntime or openvino (default: the artifact's, set by export --openvino).")
 
 
 class TrainOptions(Options):

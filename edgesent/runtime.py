@@ -23,6 +23,11 @@ Decisions worth knowing:
   tail, or both for head+tail). Every tokenizer we ship produces tokens far shorter than that budget,
   so the kept tokens are identical to tokenizing the whole text; a 1 MB review is then as fast as a
   short one instead of taking ~0.5 s of tokenization that truncation throws away.
+- Engine: onnxruntime, or OpenVINO (`engine="openvino"`, optional extra `edgesent[openvino]`), both
+  behind the same `.logits(batch)` (`open_session`), so preprocessing, bucketing and threads are the
+  same. Not told, the classifier uses the manifest's `engine` (export sets openvino only when its
+  INT8 IR passed the accuracy gate), falling back to onnxruntime where openvino is not installed or
+  when `model` asks for something only onnxruntime serves (fp16, an .onnx file name).
 - Batching: texts are sorted by token length and padded per batch (length bucketing), then the
   results are put back in input order, so a mix of short and long texts wastes little compute.
 """
@@ -38,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from edgesent import artifact as art
-from edgesent.errors import ArtifactError
+from edgesent.errors import ArtifactError, EdgesentError
 from edgesent.session import OnnxSession, softmax
 from edgesent.textproc import Preprocessor, length_buckets
 
@@ -51,19 +56,22 @@ class Classifier:
     `model` picks the ONNX file: "int8", "fp32", "fp16" or a file name; by default INT8 when the
     artifact has one, else fp32. `threads` sets onnxruntime's intra-op threads (None = one per core).
     `providers` defaults to CPU; pass e.g. ["CUDAExecutionProvider", "CPUExecutionProvider"] for GPU.
+    `engine` is "onnxruntime" or "openvino" (None: the manifest's default, see the module docstring);
+    with OpenVINO, `model` "bf16" runs the fp32 file with OpenVINO's bf16 precision hint.
     """
 
     def __init__(self, artifact_dir: str | os.PathLike, model: str | None = None, threads: int | None = None,
-                 providers: list | None = None):
+                 providers: list | None = None, engine: str | None = None):
         start = time.perf_counter()
         from tokenizers import Tokenizer
 
         self.artifact_dir = Path(artifact_dir)
         self._manifest = art.load_manifest(self.artifact_dir, verify=False)
-        self._model_file = art.pick_model_file(self.artifact_dir, self._manifest, model)
+        self.engine = choose_engine(self._manifest, engine, model)
+        self._model_file = art.pick_model_file(self.artifact_dir, self._manifest, model, self.engine)
         if "tokenizer.json" not in self._manifest["files"]:
             raise ArtifactError(f"{self.artifact_dir} has no tokenizer.json; re-export it with `edgesent export`")
-        art.verify_files(self.artifact_dir, self._manifest, names=[self._model_file, "tokenizer.json"])
+        art.verify_files(self.artifact_dir, self._manifest, names=[*art.loaded_files(self._model_file), "tokenizer.json"])
 
         tokenizer = Tokenizer.from_file(str(self.artifact_dir / "tokenizer.json"))
         try:
@@ -72,7 +80,8 @@ class Classifier:
             raise ArtifactError(f"{self.artifact_dir}/{art.MANIFEST} has a bad 'preprocessing' block: {exc}") from None
         self._labels = [str(x) for x in self._manifest["labels"]]
 
-        self.session = OnnxSession(self.artifact_dir / self._model_file, threads=threads, providers=providers)
+        self.hint = "bf16" if model == "bf16" else "f32"
+        self.session = open_session(self.engine, self.artifact_dir / self._model_file, threads, providers, self.hint)
         self._load_seconds = time.perf_counter() - start
 
     # ----------------------------------------------------------------------------------------
@@ -151,6 +160,34 @@ class Classifier:
                 "empty": bool(is_empty),
             })
         return results
+
+
+def choose_engine(manifest: art.Manifest, engine: str | None, model: str | None) -> str:
+    """The engine to run: `engine` when given, else the one `model`'s file belongs to, else the manifest's
+    default (onnxruntime when that default is openvino and openvino is not installed here)."""
+    if engine is not None:
+        if engine not in art.ENGINES:
+            raise EdgesentError(f"--engine: unknown engine '{engine}' (choose {', '.join(art.ENGINES)})")
+        return engine
+    if model is not None and model in manifest.files:
+        return manifest.entry(model).engine
+    default = manifest.engine
+    if default == "openvino":
+        from edgesent.openvino_session import available
+
+        if not available() or (model is not None and model not in art.ENGINE_FILES["openvino"]):
+            return "onnxruntime"
+    return default
+
+
+def open_session(engine: str, path: Path, threads: int | None = None, providers: list | None = None,
+                 hint: str = "f32"):
+    """A session with `.logits(batch)` on `path` for `engine` (onnxruntime or openvino)."""
+    if engine == "openvino":
+        from edgesent.openvino_session import OpenVinoSession
+
+        return OpenVinoSession(path, threads=threads, hint=hint)
+    return OnnxSession(path, threads=threads, providers=providers)
 
 
 def _valid_unicode(text: str) -> str:

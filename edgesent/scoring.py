@@ -272,8 +272,8 @@ def format_table(texts: list[str], results: list[dict[str, Any]], labels: list[s
 
 def predict_cli(artifact: str | os.PathLike, texts: list[str], file: str | os.PathLike | None = None,
                 column: str = "text", out: str | os.PathLike | None = None, model: str | None = None,
-                threads: int | None = None, batch_size: int = 32) -> None:
-    """`edgesent predict`: print a table for TEXTS, or score --file into --out."""
+                threads: int | None = None, batch_size: int = 32, engine: str | None = None) -> None:
+    """`edgesent predict`: print a table for TEXTS, or score --file into --out (`engine`: see Classifier)."""
     if texts and file:
         raise EdgesentError("give texts or --file, not both")
     if not texts and not file:
@@ -284,7 +284,7 @@ def predict_cli(artifact: str | os.PathLike, texts: list[str], file: str | os.Pa
         raise EdgesentError(f"--batch-size must be at least 1, got {batch_size}")
     if file is not None and not Path(file).is_file():
         raise DataError(f"input file not found: {file}")
-    clf = Classifier(artifact, model=model, threads=threads)
+    clf = Classifier(artifact, model=model, threads=threads, engine=engine)
     if texts:
         print(format_table(texts, clf.predict(texts, batch_size=batch_size), clf.labels))
         return

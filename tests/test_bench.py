@@ -133,7 +133,10 @@ def test_outputs_hold_the_promised_fields(bench_out):
     assert "avx2" in results["machine"]["isa"] and "onnxruntime" in results["machine"]["versions"]
     v = {x["name"]: x for x in results["variants"]}
     assert {"torch-fp32", "ort-fp32", "ort-int8", "pipeline-fp32", "tfidf-logreg"} <= set(v)
-    assert all(x["status"] == "ok" for x in v.values()), {k: x.get("reason") for k, x in v.items()}
+    may_skip = {"openvino-int8", "openvino-bf16", "torch-bf16"}  # no IR here; bf16 only where the CPU has it
+    assert all(x["status"] == "ok" or (x["name"] in may_skip and x["status"] == "skipped") for x in v.values()), {
+        k: x.get("reason") for k, x in v.items()}
+    assert v["openvino-int8"]["status"] == "skipped"  # this artifact has no OpenVINO IR (export --openvino)
     for name in ("torch-fp32", "ort-fp32", "ort-int8"):
         cells = v[name]["cells"]
         assert sorted((c["batch_size"], c["seq_len"]) for c in cells) == [(1, 8), (1, 16), (2, 8), (2, 16)]

@@ -3,8 +3,10 @@
 What is measured, and how (one module per step: `plan` -> `worker` -> `runners`, with `timing` and
 `inputs` -> `report`; `bench()` below drives them):
 
-- Variants (`plan`). CPU: PyTorch fp32 eager (the run's checkpoint), every ONNX file of the artifact
-  on onnxruntime's CPU provider (fp32, dynamic INT8, static INT8 when present), a transformers
+- Variants (`plan`). CPU: PyTorch fp32 eager (the run's checkpoint), PyTorch bf16 and bitsandbytes
+  LLM.int8 / nf4 (the CUDA rows' code on the CPU), every ONNX file of the artifact on onnxruntime's
+  CPU provider (fp32, dynamic INT8, static INT8 when present), OpenVINO on the fp32 file (f32 and
+  bf16 precision hints) and on the NNCF INT8 IR of `export --openvino`, a transformers
   `pipeline` on the fp32 PyTorch model (throughput only) and, with `--data`, a TF-IDF + logistic
   regression baseline (`baseline`). CUDA: PyTorch fp32/fp16/bf16, bitsandbytes LLM.int8 and nf4,
   onnxruntime's CUDA provider fp32/fp16. A variant that cannot run here becomes a row with the

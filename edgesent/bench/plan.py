@@ -6,7 +6,9 @@
 - `plan_variants` lists the variants for a device. ONNX variants come from the manifest's typed
   model entries (`ort-` + `ModelEntry.variant`: fp32, int8, int8-static, fp16); file names are
   never guessed. A variant that cannot run here carries its reason in `skip` and becomes a row
-  of the report, never a crash.
+  of the report, never a crash. The OpenVINO rows read the same manifest (`openvino-fp32`/`-bf16` run
+  the fp32 ONNX file, `openvino-int8` the IR of `export --openvino`); the CPU torch rows (bf16,
+  bitsandbytes LLM.int8/nf4) are the CUDA rows' code on the CPU.
 """
 
 from __future__ import annotations
@@ -17,12 +19,22 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgesent.artifact import MANIFEST, Manifest, file_for, is_artifact, load_manifest
+from edgesent.artifact import (
+    ENGINE_FILES,
+    MANIFEST,
+    Manifest,
+    file_for,
+    is_artifact,
+    load_manifest,
+    loaded_files,
+)
 from edgesent.errors import ModelError
 
 CUDA_TORCH_PRECISIONS = ("fp32", "fp16", "bf16")
 CUDA_BNB_PRECISIONS = ("llm-int8", "nf4")
 CUDA_ORT_PRECISIONS = ("fp32", "fp16")
+CPU_TORCH_VARIANTS = (("torch-bf16", "bf16"), ("torch-bnb-int8", "llm-int8"), ("torch-bnb-nf4", "nf4"))
+OPENVINO_VARIANTS = (("openvino-fp32", "fp32"), ("openvino-bf16", "bf16"), ("openvino-int8", "int8"))
 
 
 @dataclass
@@ -41,7 +53,7 @@ class Variant:
 
     name: str
     device: str  # cpu | cuda | api
-    engine: str  # a key of runners.RUNNERS: ort | torch | pipeline | sklearn | llm
+    engine: str  # a key of runners.RUNNERS: ort | openvino | torch | pipeline | sklearn | llm
     precision: str
     file: str | None = None
     skip: str | None = None
@@ -98,7 +110,7 @@ def onnx_variants(manifest: Manifest | None) -> list[Variant]:
     if manifest is None:
         return []
     out, seen = [], {}
-    for name in manifest.model_files():
+    for name in manifest.model_files(engine="onnxruntime"):
         entry = manifest.entry(name)
         label = f"ort-{entry.variant}"
         seen[label] = seen.get(label, 0) + 1
@@ -106,6 +118,35 @@ def onnx_variants(manifest: Manifest | None) -> list[Variant]:
             label = f"{label}-{seen[label]}"
         out.append(Variant(label, "cpu", "ort", entry.precision, file=name))
     return out
+
+
+def openvino_variants(target: Target) -> list[Variant]:
+    """openvino-fp32 / -bf16 (the fp32 ONNX file under each precision hint) and openvino-int8 (the NNCF IR)."""
+    from edgesent.openvino_session import EXTRA, available, bf16_skip_reason
+
+    no_ov = None if available() else f"openvino not installed ({EXTRA})"
+    no_artifact = None if target.artifact else "no artifact: run `edgesent export` on the run first"
+    files = target.manifest.model_files() if target.manifest else []
+    out = []
+    for name, precision in OPENVINO_VARIANTS:
+        file = file_for(ENGINE_FILES["openvino"][precision])
+        missing = None if file in files else f"the artifact has no {file}" + (
+            " (export with --openvino)" if precision == "int8" else "")
+        skip = no_ov or no_artifact or missing or (bf16_skip_reason() if precision == "bf16" else None)
+        out.append(Variant(name, "cpu", "openvino", precision, file=file, skip=skip))
+    return out
+
+
+def cpu_torch_variants(no_torch: str | None) -> list[Variant]:
+    """PyTorch bf16 and bitsandbytes LLM.int8 / nf4 on the CPU (the CUDA rows' code, device cpu)."""
+    import importlib.util
+
+    from edgesent.machine import native_bf16
+
+    no_bnb = None if importlib.util.find_spec("bitsandbytes") else "bitsandbytes not installed"
+    no_bf16 = None if native_bf16() else "this CPU has no native bf16 (avx512_bf16 / amx_bf16): emulated, slow"
+    return [Variant(name, "cpu", "torch", p, skip=no_torch or (no_bf16 if p == "bf16" else no_bnb))
+            for name, p in CPU_TORCH_VARIANTS]
 
 
 def plan_variants(target: Target, device: str, has_train: bool, has_data: bool = True,
@@ -121,9 +162,11 @@ def plan_variants(target: Target, device: str, has_train: bool, has_data: bool =
     onnx = onnx_variants(target.manifest)
     if device in ("cpu", "all"):
         variants.append(Variant("torch-fp32", "cpu", "torch", "fp32", skip=no_torch))
+        variants += cpu_torch_variants(no_torch)
         variants += [v for v in onnx if v.precision != "fp16"]
         if not onnx:
             variants.append(Variant("ort-fp32", "cpu", "ort", "fp32", skip=no_artifact or "the artifact holds no ONNX model"))
+        variants += openvino_variants(target)
         no_texts = None if has_data else "measures throughput on texts only: pass --data"
         variants.append(Variant("pipeline-fp32", "cpu", "pipeline", "fp32", skip=no_torch or no_texts))
         no_train = None if has_train else "needs --data with a train split other than the benchmarked one"
@@ -176,9 +219,9 @@ def cuda_available() -> bool:
 
 def file_bytes(target: Target, variant: Variant) -> int | None:
     """On-disk size of what the variant loads: its ONNX file, or the run's weights for PyTorch engines."""
-    if variant.engine == "ort" and target.artifact is not None and variant.file:
-        path = target.artifact / variant.file
-        return path.stat().st_size if path.is_file() else None
+    if variant.engine in ("ort", "openvino") and target.artifact is not None and variant.file:
+        paths = [target.artifact / name for name in loaded_files(variant.file)]
+        return sum(p.stat().st_size for p in paths) if all(p.is_file() for p in paths) else None
     if variant.engine in ("torch", "pipeline") and target.run is not None:
         folder = target.run / ("model" if (target.run / "model").is_dir() else "adapter")
         return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".bin"))

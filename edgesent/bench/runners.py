@@ -9,6 +9,9 @@ A runner is built from a `WorkerSpec` and offers:
 - `classify(texts, batch_size) -> logits`, length-bucketed like serving (throughput and accuracy);
 - `gpu_mem_mb()`: GPU memory this process used, or None on CPU.
 
+Engines: `ort` and `openvino` (the serving `Classifier` on either engine), `torch` (eager, every
+precision incl. bitsandbytes, on the device of `torch_device`), `pipeline`, `sklearn`.
+
 `latency` says what a latency cell times: "tokens" (`run` on batch x seq_len token ids), "text"
 (`classify` of one text, for engines that take no token ids) or None (throughput only); `warmup`
 whether throughput starts with an untimed warm-up batch (not for paid API calls). `classify` may
@@ -78,10 +81,13 @@ class OrtRunner(Runner):
     def _providers(self) -> list[str] | None:
         return ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.spec.device == "cuda" else None
 
+    engine = "onnxruntime"
+
     def load(self, threads: int) -> None:
         from edgesent.runtime import Classifier
 
-        self.clf = Classifier(self.spec.artifact, model=self.spec.file, threads=threads, providers=self._providers())
+        self.clf = Classifier(self.spec.artifact, model=self.spec.file, threads=threads, providers=self._providers(),
+                              engine=self.engine)
         self.threads = threads
         self.n_labels = len(self.clf.labels)
 
@@ -113,8 +119,42 @@ class OrtRunner(Runner):
         return None
 
 
+class OpenVinoRunner(OrtRunner):
+    """The serving path on the OpenVINO engine: the fp32 ONNX file (f32 or bf16 precision hint) or the INT8 IR."""
+
+    engine = "openvino"
+
+    def load(self, threads: int) -> None:
+        from edgesent.runtime import Classifier
+
+        model = "bf16" if self.spec.precision == "bf16" else self.spec.file
+        self.clf = Classifier(self.spec.artifact, model=model, threads=threads, engine="openvino")
+        self.threads = threads
+        self.n_labels = len(self.clf.labels)
+
+    def set_threads(self, threads: int) -> None:
+        """OpenVINO fixes its threads when the model is compiled: a new count is a new session."""
+        from edgesent.openvino_session import OpenVinoSession
+
+        if threads != self.threads:
+            self.clf.session = OpenVinoSession(self.clf.session.path, threads=threads, hint=self.clf.hint)
+            self.threads = threads
+
+    def gpu_mem_mb(self) -> float | None:
+        return None
+
+
+TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def torch_device(spec: WorkerSpec) -> str:
+    """The one place a torch runner's device comes from: the variant's (cuda or cpu)."""
+    return "cuda" if spec.device == "cuda" else "cpu"
+
+
 class TorchRunner(Runner):
-    """PyTorch eager on the run's checkpoint (LoRA merged): fp32 on CPU; fp32/fp16/bf16 or bitsandbytes on CUDA."""
+    """PyTorch eager on the run's checkpoint (LoRA merged): fp32/fp16/bf16 or bitsandbytes LLM.int8/nf4, on the
+    variant's device. The CPU rows (bf16, bitsandbytes) run the very code of the CUDA rows."""
 
     def load(self, threads: int) -> None:
         import torch
@@ -123,11 +163,11 @@ class TorchRunner(Runner):
 
         torch.set_num_threads(threads)
         model, _, _ = load_run(self.spec.run, merge=True)
-        precision, device = self.spec.precision, self.spec.device
+        precision, device = self.spec.precision, torch_device(self.spec)
         if precision in ("llm-int8", "nf4"):
-            model = quantize_bnb(model, precision)
-        elif device == "cuda":
-            model = model.to({"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]).to("cuda")
+            model = quantize_bnb(model, precision, device)
+        else:
+            model = model.to(getattr(torch, TORCH_DTYPES[precision])).to(device)
         model.eval()
         self.model, self.torch = model, torch
         self.n_labels = int(model.config.num_labels)
@@ -140,7 +180,7 @@ class TorchRunner(Runner):
 
     def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         torch = self.torch
-        device = "cuda" if self.spec.device == "cuda" else "cpu"
+        device = torch_device(self.spec)
         with torch.inference_mode():
             ids = torch.from_numpy(batch["input_ids"]).to(device)
             mask = torch.from_numpy(batch["attention_mask"]).to(device)
@@ -243,21 +283,38 @@ class LlmRunner(Runner):
         return {"llm": self.stats}
 
 
-RUNNERS: dict[str, type[Runner]] = {"ort": OrtRunner, "torch": TorchRunner, "pipeline": PipelineRunner,
-                                    "sklearn": SklearnRunner, "llm": LlmRunner}
+RUNNERS: dict[str, type[Runner]] = {"ort": OrtRunner, "openvino": OpenVinoRunner, "torch": TorchRunner,
+                                    "pipeline": PipelineRunner, "sklearn": SklearnRunner, "llm": LlmRunner}
 
 
-def quantize_bnb(model, precision: str):
-    """Swap every Linear of the backbone for a bitsandbytes LLM.int8 / nf4 layer; the head stays fp16.
+NF4_CPU_BLOCK = 64
+
+
+def bnb_dtype(device: str):
+    """The dtype of what bitsandbytes leaves unquantized (and computes in): fp16 on CUDA; on CPU bf16 where
+    the CPU has it natively, else fp32 (CPU fp16 matmuls are emulated)."""
+    import torch
+
+    from edgesent.machine import native_bf16
+
+    if device == "cuda":
+        return torch.float16
+    return torch.bfloat16 if native_bf16() else torch.float32
+
+
+def quantize_bnb(model, precision: str, device: str = "cuda"):
+    """Swap every Linear of the backbone for a bitsandbytes LLM.int8 / nf4 layer; the head stays in `bnb_dtype`.
 
     In-place quantization (rather than `from_pretrained(quantization_config=...)`) also works for the
-    MLP head and merged LoRA runs, which have no plain transformers checkpoint.
+    MLP head and merged LoRA runs, which have no plain transformers checkpoint. bitsandbytes >= 0.49
+    has CPU kernels for both, so the CPU rows run this same function with device "cpu".
     """
     import bitsandbytes as bnb
-    import torch
     import torch.nn as nn
 
     from edgesent.archs import head_modules
+
+    dtype = bnb_dtype(device)
 
     heads = set(head_modules(model))
     for name, module in list(model.named_modules()):
@@ -265,17 +322,19 @@ def quantize_bnb(model, precision: str):
             full = f"{name}.{child_name}" if name else child_name
             if not isinstance(child, nn.Linear) or full.split(".")[0] in heads:
                 continue
+            if precision == "nf4" and device == "cpu" and child.in_features % NF4_CPU_BLOCK:
+                continue  # bitsandbytes' CPU nf4 kernel packs 64-weight blocks of the input; such layers stay in dtype
             bias = child.bias is not None
             if precision == "llm-int8":
                 new = bnb.nn.Linear8bitLt(child.in_features, child.out_features, bias=bias, has_fp16_weights=False,
                                           threshold=6.0)
-                new.weight = bnb.nn.Int8Params(child.weight.data.to(torch.float16), requires_grad=False,
+                new.weight = bnb.nn.Int8Params(child.weight.data.to(dtype), requires_grad=False,
                                                has_fp16_weights=False)
             else:
-                new = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=bias, compute_dtype=torch.float16,
+                new = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=bias, compute_dtype=dtype,
                                         quant_type="nf4")
-                new.weight = bnb.nn.Params4bit(child.weight.data.to(torch.float16), requires_grad=False, quant_type="nf4")
+                new.weight = bnb.nn.Params4bit(child.weight.data.to(dtype), requires_grad=False, quant_type="nf4")
             if bias:
-                new.bias = nn.Parameter(child.bias.data.to(torch.float16), requires_grad=False)
+                new.bias = nn.Parameter(child.bias.data.to(dtype), requires_grad=False)
             setattr(module, child_name, new)
-    return model.to(torch.float16).to("cuda")  # moving to the GPU is what quantizes the bnb weights
+    return model.to(dtype).to(device)  # moving to the device is what quantizes the bnb weights

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from edgesent.artifact import Manifest, ModelEntry, file_for
+from edgesent.artifact import Manifest, ModelEntry, file_for, loaded_files
 from edgesent.export.parity import PROBE_TEXTS, VALIDATE_ATOL
 from edgesent.export.source import Source
 from edgesent.machine import versions
@@ -95,7 +95,7 @@ def _lineage_lines(src: Source) -> list[str]:
 
 
 def _size(path: Path) -> str:
-    n = path.stat().st_size
+    n = sum((path.parent / name).stat().st_size for name in loaded_files(path.name))  # an IR: .xml + .bin
     return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
 

@@ -14,6 +14,10 @@ gained 0.06 and disagreed on 177, for +7 % latency at batch 1 x 128 and +0.1 MB
 head and last block kept in fp32, then static QDQ calibrated on training texts. If none passes, no
 INT8 file is kept and the caller raises the returned `GateError`. `--static` walks only the static
 variants (still gated).
+
+`OPENVINO_VARIANTS` is the sibling table for the OpenVINO engine (`--openvino`): NNCF static INT8
+written as an OpenVINO IR (`edgesent.export.openvino`). The same gate walks it, scoring candidates
+with the engine they are written for (`Int8Variant.predictions`).
 """
 
 from __future__ import annotations
@@ -107,6 +111,11 @@ class Int8Variant:
     per_channel: bool  # one weight scale per output channel (else per tensor)
     keep_sensitive: bool = False  # leave the head and the last transformer block in fp32
     gate: bool = True  # tried by the export gate (in table order)
+    engine: Literal["onnxruntime", "openvino"] = "onnxruntime"  # the engine that runs (and scores) the file
+
+    def candidate(self, out: Path) -> Path:
+        """Where the gate writes this variant before it passes (beside `out`, hidden)."""
+        return out.with_name(".candidate" + out.name[out.name.index("."):])
 
     def write(self, fp32: Path, out: Path, *, settings: dict, config_or_type=None, preprocessor=None,
               calibration: list[str] = ()) -> dict[str, Any]:
@@ -115,6 +124,10 @@ class Int8Variant:
         `config_or_type` (the model's config or model_type) is needed by `keep_sensitive` variants,
         `preprocessor` and `calibration` texts by static ones.
         """
+        if self.engine == "openvino":
+            from edgesent.export.openvino import quantize_openvino_int8
+
+            return quantize_openvino_int8(fp32, out, texts=list(calibration), preprocessor=preprocessor)
         if self.scheme == "static":
             quantize_static_int8(fp32, out, texts=list(calibration), preprocessor=preprocessor, settings=settings,
                                  per_channel=self.per_channel)
@@ -125,6 +138,40 @@ class Int8Variant:
         return {"variant": self.name, "format": "QOperator", "per_channel": self.per_channel,
                 "excluded_nodes": len(exclude or [])}
 
+    def predictions(self, path: Path, preprocessor, texts: list[str]) -> np.ndarray:
+        """Label ids of `texts` from the file this variant wrote, run by its engine."""
+        if self.engine == "openvino":
+            import torch
+
+            from edgesent.export.openvino import openvino_predictions
+
+            return openvino_predictions(path, preprocessor, texts, threads=max(1, torch.get_num_threads()))
+        return onnx_predictions(path, preprocessor, texts)
+
+    def file_bytes(self, path: Path) -> int:
+        if self.engine == "openvino":
+            from edgesent.export.openvino import ir_bytes
+
+            return ir_bytes(path)
+        return path.stat().st_size
+
+    def place(self, candidate: Path, out: Path) -> None:
+        """Move a passing candidate into place (an IR is two files)."""
+        if self.engine == "openvino":
+            from edgesent.export.openvino import move_ir
+
+            move_ir(candidate, out)
+        else:
+            os.replace(candidate, out)
+
+    def discard(self, candidate: Path) -> None:
+        if self.engine == "openvino":
+            from edgesent.export.openvino import remove_ir
+
+            remove_ir(candidate)
+        else:
+            candidate.unlink(missing_ok=True)
+
 
 INT8_VARIANTS: tuple[Int8Variant, ...] = (
     Int8Variant("dynamic", "dynamic", per_channel=False, gate=False),  # per-tensor: bench's baseline only
@@ -134,9 +181,15 @@ INT8_VARIANTS: tuple[Int8Variant, ...] = (
 )
 
 
-def gate_variants(static: bool = False) -> list[Int8Variant]:
-    """The variants the gate tries, in order (only the static ones for `--static`)."""
-    return [v for v in INT8_VARIANTS if v.gate and (v.scheme == "static" or not static)]
+# The OpenVINO engine's INT8 (`--openvino`), gated by the same gate (`quantize_with_gate(variants=...)`).
+OPENVINO_VARIANTS: tuple[Int8Variant, ...] = (
+    Int8Variant("openvino_nncf_static", "static", per_channel=True, engine="openvino"),
+)
+
+
+def gate_variants(static: bool = False, table: tuple[Int8Variant, ...] = INT8_VARIANTS) -> list[Int8Variant]:
+    """The variants of `table` the gate tries, in order (only the static ones for `--static`)."""
+    return [v for v in table if v.gate and (v.scheme == "static" or not static)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,51 +238,58 @@ class GateResult:
     record: dict[str, Any]
     kept: Int8Variant | None = None
     error: GateError | None = None
+    fp32_preds: np.ndarray | None = None  # fp32's predictions on the evaluation set (reused by a second gate)
 
     def model_entry(self) -> ModelEntry | None:
         """The manifest entry of the INT8 file (None when no variant passed)."""
         if self.kept is None:
             return None
         acc = self.record["int8_accuracy"]
-        return ModelEntry(precision="int8", scheme=self.kept.scheme, quantization=self.record["winner"],
-                          metrics={} if acc is None else {"accuracy": acc})
+        return ModelEntry(precision="int8", scheme=self.kept.scheme, engine=self.kept.engine,
+                          quantization=self.record["winner"], metrics={} if acc is None else {"accuracy": acc})
 
 
 def quantize_with_gate(fp32: Path, out: Path, src, evalset, calib: list[str], *, static: bool,
-                       max_drop: float) -> GateResult:
-    """Try the gate's INT8 variants until one passes; the winner is written to `out`."""
+                       max_drop: float, table: tuple[Int8Variant, ...] = INT8_VARIANTS,
+                       fp32_preds: np.ndarray | None = None) -> GateResult:
+    """Try the gate's INT8 variants of `table` until one passes; the winner is written to `out`.
+
+    `fp32_preds` (the fp32 file's predictions on `evalset`) may be passed to skip scoring fp32 again.
+    """
     settings = quant_settings()
     record: dict[str, Any] = {"settings": settings, "max_drop": max_drop, "attempts": [], "winner": None,
                               "fp32_accuracy": None, "int8_accuracy": None, "drop_points": None,
                               "eval_data": (evalset.origin or "validation") if evalset else None,
                               "eval_size": len(evalset.texts) if evalset else 0}
-    fp32_preds = None
     if evalset is not None:
-        fp32_preds = onnx_predictions(fp32, src.preprocessor, evalset.texts)
+        if fp32_preds is None:
+            fp32_preds = onnx_predictions(fp32, src.preprocessor, evalset.texts)
         record["fp32_accuracy"] = accuracy(fp32_preds, evalset.labels)
     else:
         record["gate"] = "skipped: no evaluation data (pass --eval-data to gate INT8 accuracy)"
-    candidate = out.with_name(".candidate.int8.onnx")
-    for variant in gate_variants(static):
+    for variant in gate_variants(static, table):
+        candidate = variant.candidate(out)
         attempt = variant.write(fp32, candidate, settings=settings, config_or_type=src.model.config,
                                 preprocessor=src.preprocessor, calibration=calib)
-        attempt["bytes"] = candidate.stat().st_size
+        attempt["bytes"] = variant.file_bytes(candidate)
         if evalset is None:
             attempt.update(accuracy=None, drop_points=None, agreement=None, passed=True)
         else:
-            preds = onnx_predictions(candidate, src.preprocessor, evalset.texts)
+            preds = variant.predictions(candidate, src.preprocessor, evalset.texts)
             acc = accuracy(preds, evalset.labels)
             drop = round((record["fp32_accuracy"] - acc) * 100, 4)
             attempt.update(accuracy=acc, drop_points=drop, agreement=float((preds == fp32_preds).mean()),
                            passed=drop <= max_drop)
         record["attempts"].append(attempt)
         if attempt["passed"]:
-            os.replace(candidate, out)
+            variant.place(candidate, out)
             record.update(winner=attempt, int8_accuracy=attempt["accuracy"], drop_points=attempt["drop_points"])
-            return GateResult(record, kept=variant)
-    candidate.unlink(missing_ok=True)
+            return GateResult(record, kept=variant, fp32_preds=fp32_preds)
+        variant.discard(candidate)
     tried = ", ".join(f"{a['variant']} {a['drop_points']:.2f}" for a in record["attempts"])
-    return GateResult(record, error=GateError(
-        f"INT8 accuracy gate failed: every variant dropped more than {max_drop} points (drops: {tried}); "
-        f"wrote the fp32-only artifact. Raise --max-drop or improve the model"
+    what, wrote = (("INT8", "the fp32-only artifact") if table is INT8_VARIANTS else
+                   ("OpenVINO INT8", "the artifact without the OpenVINO model"))
+    return GateResult(record, fp32_preds=fp32_preds, error=GateError(
+        f"{what} accuracy gate failed: every variant dropped more than {max_drop} points (drops: {tried}); "
+        f"wrote {wrote}. Raise --max-drop or improve the model"
     ))
