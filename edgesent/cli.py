@@ -92,7 +92,7 @@ def _predict(o: O.PredictOptions) -> None:
     from edgesent.scoring import predict_cli
 
     predict_cli(o.artifact, o.texts or [], file=o.file, column=o.column, out=o.out, model=o.model,
-                threads=o.threads, batch_size=o.batch_size)
+                threads=o.threads, batch_size=o.batch_size, overwrite=o.overwrite, prefix=o.prefix)
 
 
 def _demo(o: O.DemoOptions) -> None:

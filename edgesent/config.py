@@ -325,6 +325,8 @@ def validate_recipe(data: Any, source: str = "recipe") -> Recipe:
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read, override and validate a recipe file; raise RecipeError with one line on any problem."""
     path = Path(path)
+    if path.is_dir():
+        raise RecipeError(f"{path} is a folder, not a recipe file; give a YAML file such as {path}/recipe.yaml")
     if not path.is_file():
         raise RecipeError(f"recipe file not found: {path}")
     try:

@@ -94,11 +94,13 @@ class ExportOptions(Options):
     fp16: bool = Opt(False, "Also write an fp16 model for GPU execution providers.")
     static: bool = Opt(False, "Static INT8 (QDQ) calibrated on training texts.")
     calibration: int = Opt(256, "Calibration texts for --static.", ge=1, le=100_000)
-    max_drop: float = Opt(0.5, "Largest accepted INT8 accuracy drop, in points.", le=100)
+    max_drop: float = Opt(0.5, "Largest accepted INT8 accuracy drop, in points.", ge=0, le=100)
     eval_data: str | None = Opt(None, "Data (file/folder/hub id) for the accuracy gate.")
     eval_limit: int | None = Opt(None, "Evaluate the gate on at most N texts.", ge=1)
     out: Path | None = Opt(None, "Artifact folder (default: <run>/artifact).")
     overwrite: bool = Opt(False, "Replace an existing artifact folder.")
+    random_head_ok: bool = Opt(False, "Export even if the classification head was never trained (random; for "
+                                      "speed work on architecture-only folders).")
 
     _paths = field_validator("source", "eval_data", mode="before")(_text)
 
@@ -133,8 +135,12 @@ class PredictOptions(Options):
     column: str = Opt("text", "Text column of --file.", min_length=1)
     out: Path | None = Opt(None, "Write scores here (.parquet/.csv/.jsonl).")
     model: str | None = Opt(None, "int8, fp32, fp16 or a file name.")
-    threads: int | None = Opt(None, "onnxruntime intra-op threads (default: one per core).")
+    threads: int | None = Opt(None, "onnxruntime intra-op threads (default: one per core; capped at the cores).",
+                              ge=1)
     batch_size: int = Opt(32, "Texts per batch.", ge=1, le=4096)
+    overwrite: bool = Opt(False, "Replace an existing --out file.")
+    prefix: str = Opt("", "Prefix for the added columns (e.g. pred_ -> pred_label), to keep input columns "
+                          "named label, confidence, prob_* or empty.", pattern=r"^[\w.-]*$")
 
 
 class DemoOptions(Options):

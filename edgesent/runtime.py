@@ -49,7 +49,8 @@ class Classifier:
     """A sentiment classifier served from an artifact folder with onnxruntime.
 
     `model` picks the ONNX file: "int8", "fp32", "fp16" or a file name; by default INT8 when the
-    artifact has one, else fp32. `threads` sets onnxruntime's intra-op threads (None = one per core).
+    artifact has one, else fp32. `threads` sets onnxruntime's intra-op threads (None = one per core; at
+    least 1, capped at the usable cores by `machine.check_threads`).
     `providers` defaults to CPU; pass e.g. ["CUDAExecutionProvider", "CPUExecutionProvider"] for GPU.
     """
 
@@ -72,7 +73,15 @@ class Classifier:
             raise ArtifactError(f"{self.artifact_dir}/{art.MANIFEST} has a bad 'preprocessing' block: {exc}") from None
         self._labels = [str(x) for x in self._manifest["labels"]]
 
+        from edgesent.machine import check_threads
+
+        threads = check_threads(threads, "threads")  # < 1 refused, more than the cores capped (with a note)
         self.session = OnnxSession(self.artifact_dir / self._model_file, threads=threads, providers=providers)
+        width = self.session.ort.get_outputs()[0].shape[-1]
+        if isinstance(width, int) and width != len(self._labels):
+            raise ArtifactError(f"{self.artifact_dir}/{art.MANIFEST} lists {len(self._labels)} labels "
+                                f"({', '.join(self._labels)}) but {self._model_file} outputs {width} classes; "
+                                "re-export the artifact")
         self._load_seconds = time.perf_counter() - start
 
     # ----------------------------------------------------------------------------------------

@@ -40,7 +40,9 @@ from edgesent.errors import (
     atomic_write_text,
     check_writable,
 )
+from edgesent.machine import check_threads
 from edgesent.metrics import METRIC_NAMES, classification_metrics
+from edgesent.quiet import debug, interactive, quiet_libraries, quiet_trainer
 
 logger = logging.getLogger("edgesent")
 
@@ -249,6 +251,7 @@ def training_arguments(recipe: Recipe, checkpoints: Path, precision: str):
         include_num_input_tokens_seen="non_padding",
         report_to=[],
         save_safetensors=True,
+        **({} if debug() else {"disable_tqdm": not interactive()}),  # no bars in log files
     )
 
 
@@ -274,13 +277,16 @@ def train(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool = F
     from edgesent.data import PadCollator, TokenizedDataset, load_splits, make_preprocessor
     from edgesent.model import build_model, count_parameters, load_tokenizer
 
+    quiet_libraries()
     start = time.time()
     main = _is_main_process()
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise EdgesentError(f"--out {out} is a file, not a folder; choose a folder path for the run")
     check_writable(Path(out).parent if out is not None else recipe.output_dir)
     if recipe.model.trust_remote_code and main:
         print(f"warning: model.trust_remote_code is on: this runs Python code from '{recipe.model.name_or_path}'")
     if recipe.training.threads:
-        torch.set_num_threads(recipe.training.threads)
+        torch.set_num_threads(check_threads(recipe.training.threads, "training.threads"))
     precision = resolve_precision(recipe.training.precision)
 
     # Everything that can be refused is checked before the run folder exists.
@@ -310,7 +316,7 @@ def train(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool = F
     args = training_arguments(recipe, run_dir / "checkpoints", precision)  # may still refuse: before mkdir
     run_dir.mkdir(parents=True, exist_ok=True)
     if main:
-        save_recipe(recipe, run_dir / "recipe.yaml", header=f"Resolved recipe of this run. Reproduce: edgesent train {run_dir / 'recipe.yaml'}")
+        save_recipe(with_absolute_paths(recipe), run_dir / "recipe.yaml", header=f"Resolved recipe of this run. Reproduce: edgesent train {run_dir / 'recipe.yaml'}")
         tokenizer.save_pretrained(run_dir / "tokenizer")
 
     log_callback = _log_callback()
@@ -327,6 +333,7 @@ def train(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool = F
         callbacks=extra,
         head_lr_multiplier=m.head_lr_multiplier,
     )
+    quiet_trainer(trainer, METRIC_NAMES)
     device = str(args.device)
     with _log_to(run_dir / "train.log") if main else contextlib.nullcontext():
         logger.info("run %s: %d train / %d validation / %d test rows, %s of %s parameters trainable, precision %s",
@@ -361,6 +368,16 @@ def train(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool = F
             logger.info("metrics: %s", json.dumps(metrics))
             print_summary(metrics)
     return run_dir
+
+
+def with_absolute_paths(recipe: Recipe) -> Recipe:
+    """Local model/data paths made absolute (a run's recipe.yaml then works from any folder); hub ids kept."""
+    def absolute(value: str | None) -> str | None:
+        return str(Path(value).expanduser().resolve()) if value and Path(value).expanduser().exists() else value
+
+    data = {k: absolute(getattr(recipe.data, k)) for k in ("dataset", "train_file", "validation_file", "test_file")}
+    model = recipe.model.model_copy(update={"name_or_path": absolute(recipe.model.name_or_path)})
+    return recipe.model_copy(update={"model": model, "data": recipe.data.model_copy(update=data)})
 
 
 def _save_model(model, run_dir: Path, method: str, labels: list[str]) -> None:
