@@ -75,8 +75,11 @@ def quiet_trainer(trainer, metric_names) -> None:
             pass
 
     class EvalLine(TrainerCallback):
+        shown_steps: set = set()
+
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-            if state.is_world_process_zero and metrics:
+            if state.is_world_process_zero and metrics and state.global_step not in self.shown_steps:
+                self.shown_steps.add(state.global_step)
                 shown = ", ".join(f"{k.removeprefix('eval_')} {v:.4f}" for k, v in metrics.items()
                                   if k.removeprefix("eval_") in (*metric_names, "loss") and isinstance(v, float))
                 print(f"step {state.global_step}/{state.max_steps} (epoch {state.epoch or 0:.2f}): validation {shown}",

@@ -271,13 +271,13 @@ def _peak_memory_mb(device: str) -> float:
 
 def train(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool = False, callbacks=None) -> Path:
     """Train per `recipe`; return the run folder (recipe.yaml, tokenizer/, model/ or adapter/, metrics.json ...)."""
+    quiet_libraries()  # before torch/transformers load: some chatter comes at import time
     import torch
     from transformers import EarlyStoppingCallback, set_seed
 
     from edgesent.data import PadCollator, TokenizedDataset, load_splits, make_preprocessor
     from edgesent.model import build_model, count_parameters, load_tokenizer
 
-    quiet_libraries()
     start = time.time()
     main = _is_main_process()
     if out is not None and Path(out).exists() and not Path(out).is_dir():

@@ -177,7 +177,7 @@ def resolution_points(n: int) -> float | None:
 def judge(fp32_preds, preds, labels, max_drop: float) -> dict[str, Any]:
     """The gate's verdict on one variant: paired comparison with fp32, decision and the reason."""
     paired = paired_comparison(fp32_preds, preds, labels)
-    drop = round(-paired["change_points"], 4)
+    drop = round(-paired["change_points"], 4) + 0.0  # no "-0.00"
     disagree = round(100 * (1 - paired["agreement"]), 4)
     if disagree <= max_drop:
         decision, passed = f"pass: disagrees with fp32 on {disagree:.2f} points of the texts", True
