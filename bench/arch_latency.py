@@ -1,14 +1,14 @@
 """CPU latency grid, file sizes, cold start and RSS of the exact architectures, fp32 vs INT8.
 
-    .venv/bin/python bench/arch_latency.py [--artifact exports/<run>/artifact] [--models pythia,distilroberta]
+    .venv/bin/python -m bench.arch_latency [--artifact exports/<run>/artifact] [--models pythia,distilroberta]
         [--batch-sizes 1,8,32] [--seq-lens 128,512] [--threads 1,2] [--budget 1] [--work /tmp/edgesent-arch]
 
 For `pythia-14m-arch` and `distilroberta-base-arch` (../shared/models: exact configs and real
 tokenizers, no weights) it builds random-weight classifiers and exports them with
-`edgesent.export.export(int8=True)` (the builders of `bench/latency_targets.py`); `--artifact`
+`edgesent.export.export(int8=True)` (the builders of `bench.latency_targets`); `--artifact`
 adds a trained artifact (the real MiniLM one). Each is then measured with `edgesent.bench.bench`
 -- PyTorch fp32 eager, ORT fp32 and ORT INT8, each in its own process, random non-special token
-ids of exactly seq_len tokens with a full mask -- and with `bench/cold_start.py` (`edgesent
+ids of exactly seq_len tokens with a full mask -- and with `bench.cold_start` (`edgesent
 predict` in fresh processes: time to first answer and peak RSS of the torch-free runtime).
 
 Random weights do not change these numbers: latency, memory and file size follow the shapes and the
@@ -27,6 +27,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from bench.latency_targets import build_run, export_run
+from edgesent.artifact import FILES, load_manifest
+from edgesent.errors import run_main
+from edgesent.machine import machine_facts
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = (("torch-fp32", "PyTorch fp32"), ("ort-fp32", "ORT fp32"), ("ort-int8", "ORT INT8"))
@@ -70,12 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    sys.path.insert(0, str(ROOT))
-    sys.path.insert(0, str(ROOT / "bench"))
-    import latency_targets
-
-    from edgesent.artifact import load_manifest
-    from edgesent.bench import bench, machine_facts
+    from edgesent.bench import bench
 
     batch_sizes, seq_lens, threads = _ints(args.batch_sizes), _ints(args.seq_lens), _ints(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -83,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         started = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
-            run = latency_targets.build_run(name, args.work)
-            artifact = latency_targets.export_run(run)
+            run = build_run(name, args.work)
+            artifact = export_run(run)
         print(f"{name}: random-weight run + artifact ready in {time.perf_counter() - started:.0f} s ({artifact})")
         targets.append((f"{name} (random weights)", artifact))
     targets += [(f"{a} (trained)", a) for a in args.artifact]
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     report = []
     for label, artifact in targets:
         manifest = load_manifest(artifact)
-        sizes = {f: (artifact / f).stat().st_size for f in ("model.onnx", "model.int8.onnx") if (artifact / f).is_file()}
+        sizes = {f: (artifact / f).stat().st_size for f in (FILES["fp32"], FILES["int8"]) if (artifact / f).is_file()}
         started = time.perf_counter()
         folder = bench(artifact, batch_sizes=batch_sizes, seq_lens=seq_lens, threads=threads, budget=args.budget,
                        out=args.work / f"bench-{artifact.parent.name}-{time.strftime('%Y%m%d-%H%M%S')}", show=False)
@@ -104,9 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         for model in ("int8", "fp32"):
             # its own small process: a child's ru_maxrss includes its parent's RSS at fork (torch here)
             report_file = args.work / f"cold-{artifact.parent.name}-{model}.json"
-            subprocess.run([sys.executable, str(ROOT / "bench" / "cold_start.py"), str(artifact), "--runs",
-                            str(args.cold_runs), "--model", model, "--json", str(report_file)],
-                           check=True, stdout=subprocess.DEVNULL)
+            subprocess.run([sys.executable, "-m", "bench.cold_start", str(artifact), "--runs", str(args.cold_runs),
+                            "--model", model, "--json", str(report_file)], check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
             r = json.loads(report_file.read_text())
             cold[model] = {"first_answer_s": r["first_answer_s"]["median"], "rss_mb": r["rss_mb"]["median"]}
         rss = {v["name"]: v.get("peak_rss_mb") for v in results["variants"] if v.get("status") == "ok"}
@@ -116,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                                     "bench_folder": str(folder), "cells": [
                                         {"variant": v["name"], **c} for v in results["variants"]
                                         for c in v.get("cells", []) if c.get("status") == "ok"]}
-        fp32_mb, int8_mb = sizes.get("model.onnx", 0) / 1e6, sizes.get("model.int8.onnx", 0) / 1e6
+        fp32_mb, int8_mb = sizes.get(FILES["fp32"], 0) / 1e6, sizes.get(FILES["int8"], 0) / 1e6
         report.append(f"### {label}\n\nfp32 {fp32_mb:.2f} MB -> INT8 {int8_mb:.2f} MB "
                       f"({int8_mb / fp32_mb:.1%}); p50 ms, {args.budget:g} s per cell\n\n"
                       + latency_table(results, threads)
@@ -133,7 +132,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
-    from edgesent.errors import run_main
-
     run_main(main)  # a missing or bad artifact: one line, no traceback

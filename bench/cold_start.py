@@ -6,12 +6,12 @@ min and max of
 - exit: from spawning to process exit;
 - peak RSS of the process (ru_maxrss from wait4, so it is that process alone, not this script).
   Linux folds the parent's RSS at fork into a child's ru_maxrss, so run this script as its own
-  process (as `bench/arch_latency.py` does), never imported into one that holds torch.
+  process (as `bench.arch_latency` does), never imported into one that holds torch.
 
 The first run is a warm-up (it pulls files into the page cache) and is not counted, so the
 numbers are "cold process, warm disk", which is what a service restart or a CLI call sees.
 
-    python bench/cold_start.py ARTIFACT [--runs 10] [--text "..."] [--model int8] [--json out.json]
+    .venv/bin/python -m bench.cold_start ARTIFACT [--runs 10] [--text "..."] [--model int8] [--json out.json]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """fp32 vs INT8 artifact sizes of real architectures (random weights), as a markdown table.
 
-    .venv/bin/python bench/export_sizes.py [--shared ../shared] [--models pythia-14m-arch,distilroberta-base-arch]
+    .venv/bin/python -m bench.export_sizes [--shared ../shared] [--models pythia-14m-arch,distilroberta-base-arch]
 
 Builds each `<shared>/models/<name>` architecture with random weights (the folders hold only
 config + tokenizer), exports it with `edgesent.export.export(..., int8=True)` and prints the file
@@ -18,6 +18,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from edgesent.artifact import FILES
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODELS = "pythia-14m-arch,distilroberta-base-arch"
@@ -66,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             with contextlib.redirect_stdout(io.StringIO()):
                 art = export(Path(tmp) / "model", Path(tmp) / "artifact", int8=True)
             seconds = time.perf_counter() - start
-            fp32 = (art / "model.onnx").stat().st_size
-            int8 = (art / "model.int8.onnx").stat().st_size
+            fp32 = (art / FILES["fp32"]).stat().st_size
+            int8 = (art / FILES["int8"]).stat().st_size
             rows.append(f"| {name} | {params / 1e6:.1f}M | {fp32 / 1e6:.2f} | {int8 / 1e6:.2f} | {int8 / fp32:.1%} | {seconds:.0f} |")
     if rows:
         print("| model | parameters | fp32 MB | INT8 MB | INT8 / fp32 | export s |")

@@ -13,7 +13,7 @@ folders in ../shared/models), this script
 6. with --fused, the INT8 latency when onnxruntime.transformers.optimizer fusions run before
    quantization (a candidate improvement for export).
 
-Usage:  .venv/bin/python bench/latency_targets.py [--models distilroberta,pythia] [--budget 10]
+Usage:  .venv/bin/python -m bench.latency_targets [--models distilroberta,pythia] [--budget 10]
         [--profile] [--fused] [--work /tmp/edgesent-targets]
 """
 
@@ -23,10 +23,13 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+
+from edgesent.archs import arch_for, blocks
+from edgesent.artifact import FILES, is_artifact
+from edgesent.errors import run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EDGESENT_SHARED", ROOT.parent / "shared"))
@@ -69,7 +72,7 @@ def export_run(run: Path) -> Path:
     from edgesent.export import export
 
     artifact = run / "artifact"
-    if not (artifact / "edgesent.json").is_file():
+    if not is_artifact(artifact):
         export(run, artifact, int8=True, eval_limit=200)
     return artifact
 
@@ -78,14 +81,12 @@ def gemm_gop(run: Path, seq: int = SEQ) -> float:
     """Multiply-adds x 2 of one sequence: every Linear of the transformer blocks, plus attention's QK^T and AV."""
     import torch.nn as nn
 
-    from edgesent.model import head_prefixes, load_model_dir
+    from edgesent.model import load_model_dir
 
     model = load_model_dir(run / "model")
-    heads = tuple(head_prefixes(model))
-    linear = sum(m.in_features * m.out_features for n, m in model.named_modules()
-                 if isinstance(m, nn.Linear) and not n.startswith(heads))
+    linear = sum(m.in_features * m.out_features for m in blocks(model).modules() if isinstance(m, nn.Linear))
     cfg = model.config
-    attention = 2 * seq * seq * cfg.hidden_size * cfg.num_hidden_layers  # QK^T and AV
+    attention = 2 * seq * seq * cfg.hidden_size * arch_for(cfg).num_layers(cfg)  # QK^T and AV
     return 2 * (linear * seq + attention) / 1e9
 
 
@@ -101,22 +102,27 @@ def time_variants(artifact: Path, budget: float, out: Path) -> dict[str, float]:
     return p50
 
 
+def random_batch(seq: int = SEQ) -> dict:
+    """One sequence of `seq` random token ids (10..999) with a full mask."""
+    import numpy as np
+
+    ids = np.random.default_rng(0).integers(10, 1000, (1, seq)).astype(np.int64)
+    return {"input_ids": ids, "attention_mask": np.ones((1, seq), dtype=np.int64)}
+
+
 def profile(onnx_file: Path, runs: int = 30) -> dict[str, float]:
     """Share of kernel time per op type, from onnxruntime's profiler (1 thread, batch 1, seq 128)."""
     import numpy as np
     import onnxruntime as ort
 
+    from edgesent.session import feed_for
+
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
-    opts.enable_profiling = True
+    opts.enable_profiling = True  # a session option edgesent.session does not set: this session is built here
     opts.profile_file_prefix = str(onnx_file.parent / f"profile-{onnx_file.stem}")
     sess = ort.InferenceSession(str(onnx_file), opts, providers=["CPUExecutionProvider"])
-    names = {i.name for i in sess.get_inputs()}
-    rng = np.random.default_rng(0)
-    feed = {"input_ids": rng.integers(10, 1000, (1, SEQ)), "attention_mask": np.ones((1, SEQ), dtype=np.int64)}
-    if "token_type_ids" in names:
-        feed["token_type_ids"] = np.zeros((1, SEQ), dtype=np.int64)
-    feed = {k: v.astype(np.int64) for k, v in feed.items() if k in names}
+    feed = feed_for(random_batch(), {i.name: np.int64 for i in sess.get_inputs()})
     for _ in range(runs):
         sess.run(None, feed)
     trace = json.loads(Path(sess.end_profiling()).read_text())
@@ -130,24 +136,21 @@ def profile(onnx_file: Path, runs: int = 30) -> dict[str, float]:
 
 def fused_int8(artifact: Path, run: Path, budget: float) -> tuple[float, float] | None:
     """(fp32 fused, int8 of fused) p50 ms: onnxruntime.transformers.optimizer before dynamic quantization."""
-    import numpy as np
     import onnx
-    import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.transformers.optimizer import optimize_model
 
-    from edgesent.bench import summarize, time_runs
+    from edgesent.bench.timing import summarize, time_runs
     from edgesent.model import load_model_dir
+    from edgesent.session import OnnxSession
 
     cfg = load_model_dir(run / "model").config
-    kind = {"roberta": "bert", "bert": "bert", "distilbert": "bert", "gpt_neox": "gpt_neox", "gpt2": "gpt2"}
-    model_type = kind.get(cfg.model_type)
-    if model_type is None:
-        return None
+    arch = arch_for(cfg)
+    model_type = "bert" if arch.pooling == "first" else arch.family  # the optimizer's name for BERT-like encoders
     fused = artifact.parent / f"{run.name}-fused.onnx"
     fused_q = artifact.parent / f"{run.name}-fused.int8.onnx"
     try:
-        opt = optimize_model(str(artifact / "model.onnx"), model_type=model_type, num_heads=cfg.num_attention_heads,
+        opt = optimize_model(str(artifact / FILES["fp32"]), model_type=model_type, num_heads=cfg.num_attention_heads,
                              hidden_size=cfg.hidden_size, opt_level=1)
     except Exception as exc:  # the fusion script does not know every architecture
         print(f"  fusions unavailable for {cfg.model_type}: {type(exc).__name__}: {exc}")
@@ -159,14 +162,8 @@ def fused_int8(artifact: Path, run: Path, budget: float) -> tuple[float, float] 
                      extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     out = []
     for path in (fused, fused_q):
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        names = {i.name for i in sess.get_inputs()}
-        feed = {"input_ids": np.random.default_rng(0).integers(10, 1000, (1, SEQ)).astype(np.int64),
-                "attention_mask": np.ones((1, SEQ), dtype=np.int64), "token_type_ids": np.zeros((1, SEQ), dtype=np.int64)}
-        feed = {k: v for k, v in feed.items() if k in names}
-        out.append(summarize(time_runs(lambda s=sess, f=feed: s.run(None, f), budget))["p50_ms"])
+        sess, batch = OnnxSession(path, threads=1), random_batch()
+        out.append(summarize(time_runs(lambda s=sess, b=batch: s.logits(b), budget))["p50_ms"])
     return out[0], out[1]
 
 
@@ -209,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  GEMM floor: {gop:.2f} GOP at {args.gops_per_thread:g} GOP/s = {floor_ms:.1f} ms; "
                   f"INT8 reaches {row['floor_fraction']:.0%} of it")
         if args.profile:
-            for file in ("model.onnx", "model.int8.onnx"):
+            for file in (FILES["fp32"], FILES["int8"]):
                 shares = profile(artifact / file)
                 top = ", ".join(f"{k} {v:.0%}" for k, v in list(shares.items())[:8])
                 print(f"  profile {file}: {top}")
@@ -228,5 +225,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
-    sys.exit(main())
+    run_main(main)

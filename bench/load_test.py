@@ -1,8 +1,8 @@
 """Load test of the Gradio demo: C concurrent gradio_client clients x R requests each.
 
-    python bench/load_test.py                                   # newest INT8 artifact under exports/, 50 x 20
-    python bench/load_test.py --artifact exports/run/artifact --clients 20 --requests 10
-    python bench/load_test.py --url http://127.0.0.1:7860       # an app that is already running
+    .venv/bin/python -m bench.load_test                         # newest INT8 artifact under exports/, 50 x 20
+    .venv/bin/python -m bench.load_test --artifact exports/run/artifact --clients 20 --requests 10
+    .venv/bin/python -m bench.load_test --url http://127.0.0.1:7860   # an app that is already running
 
 Without --url it starts the app itself (`edgesent.app.build_app` + launch on 127.0.0.1, a free
 port) in this process and stops it at the end. Each client is a `gradio_client.Client` in its own
@@ -29,6 +29,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
+
+from edgesent.bench.plan import newest_artifact
+from edgesent.errors import run_main
 
 MAX_CLIENTS = 500
 MAX_REQUESTS = 10_000
@@ -89,20 +92,6 @@ def check_loopback(url: str) -> str:
     if host not in LOOPBACK:
         raise SystemExit(f"error: {url} is not a loopback address; the load test only targets 127.0.0.1/::1/localhost")
     return url
-
-
-def newest_int8_artifact(root: str | os.PathLike = "exports") -> Path:
-    """The most recently written artifact under `root` that holds a model.int8.onnx."""
-    found = []
-    for manifest in Path(root).rglob("edgesent.json"):
-        folder = manifest.parent
-        if any(part.startswith(".") for part in folder.relative_to(root).parts):
-            continue  # .partial folders of interrupted exports
-        if (folder / "model.int8.onnx").is_file():
-            found.append((manifest.stat().st_mtime, folder))
-    if not found:
-        raise SystemExit(f"error: no INT8 artifact under {root}/ (run `edgesent export --int8`, or pass --artifact/--url)")
-    return max(found)[1]
 
 
 def start_app(artifact: str | os.PathLike, model: str | None = None):
@@ -198,7 +187,7 @@ def main(argv: list[str] | None = None) -> LoadResult:
     if args.url:
         url = check_loopback(args.url)
     else:
-        artifact = Path(args.artifact) if args.artifact else newest_int8_artifact()
+        artifact = Path(args.artifact) if args.artifact else newest_artifact(precision="int8")
         demo, url = start_app(artifact, model=args.model)
         labels = demo.edgesent_classifier.labels
         print(f"serving {artifact} ({demo.edgesent_classifier.model_file}) at {url}", file=sys.stderr)
@@ -215,5 +204,4 @@ def main(argv: list[str] | None = None) -> LoadResult:
 
 
 if __name__ == "__main__":
-    outcome = main()
-    sys.exit(1 if outcome.errors else 0)
+    run_main(lambda argv: 1 if main(argv).errors else 0)  # no artifact to serve: one line, no traceback

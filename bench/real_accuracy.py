@@ -1,6 +1,6 @@
 """Accuracy of an artifact's ONNX files on whole labelled test sets, with the INT8-vs-fp32 comparison.
 
-    .venv/bin/python bench/real_accuracy.py ARTIFACT [--sets imdb,sst2,rotten_tomatoes] [--models fp32,int8]
+    .venv/bin/python -m bench.real_accuracy ARTIFACT [--sets imdb,sst2,rotten_tomatoes] [--models fp32,int8]
         [--threads 2] [--limit N] [--baseline] [--out results.json]
 
 For each set `<shared>/data/<set>/test.parquet` (columns text, label) and each ONNX file of the
@@ -20,33 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import sys
 import time
 from pathlib import Path
 
+from edgesent.errors import atomic_write_text, run_main
+from edgesent.metrics import classification_metrics, paired_comparison, wilson
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of a proportion."""
-    if n == 0:
-        return 0.0, 0.0
-    p = correct / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
-
-
-def mcnemar_p(b: int, c: int) -> float:
-    """Exact two-sided McNemar p-value: b, c = discordant pairs (only A right, only B right)."""
-    n = b + c
-    if n == 0:
-        return 1.0
-    k = min(b, c)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
-    return min(1.0, 2 * tail)
 
 
 def load_set(shared: Path, name: str, limit: int | None):
@@ -64,8 +45,6 @@ def load_set(shared: Path, name: str, limit: int | None):
 
 def score(pred, labels, names: list[str]) -> dict:
     """edgesent's own metrics (accuracy, F1 of the positive class, ...) plus n, correct and a 95 % interval."""
-    from edgesent.train import classification_metrics
-
     n = len(labels)
     correct = sum(int(p == y) for p, y in zip(pred, labels, strict=True))
     return {"n": n, "correct": correct, **classification_metrics(labels, pred, names), "ci95": list(wilson(correct, n))}
@@ -84,9 +63,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="write every number as JSON here")
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    sys.path.insert(0, str(ROOT))
-    import numpy as np
-
     from edgesent.runtime import Classifier
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -96,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.baseline:
         import pyarrow.parquet as pq
 
-        from edgesent.bench import tfidf_baseline
+        from edgesent.bench.baseline import tfidf_baseline
 
         train = pq.read_table(args.shared / "data" / "imdb" / "train.parquet", columns=["text", "label"]).to_pydict()
         started = time.perf_counter()
@@ -123,19 +99,14 @@ def main(argv: list[str] | None = None) -> int:
             seconds = time.perf_counter() - started
             rows["tfidf-lr"] = {**score(preds["tfidf-lr"], labels, classifiers[models[0]].labels), "seconds": seconds,
                                 "texts_per_s": len(texts) / seconds}
-        if "fp32" in preds:
-            ref = np.asarray(preds["fp32"])
-            gold = np.asarray(labels)
-            for m in preds:
-                if m == "fp32":
-                    continue
-                other = np.asarray(preds[m])
-                only_fp32 = int(((ref == gold) & (other != gold)).sum())
-                only_other = int(((ref != gold) & (other == gold)).sum())
-                rows[m].update(drop_vs_fp32_pts=100 * (rows["fp32"]["accuracy"] - rows[m]["accuracy"]),
-                               disagree_with_fp32=int((ref != other).sum()),
-                               only_fp32_right=only_fp32, only_this_right=only_other,
-                               mcnemar_p=mcnemar_p(only_fp32, only_other))
+        for m in preds if "fp32" in preds else []:
+            if m == "fp32":
+                continue
+            paired = paired_comparison(preds["fp32"], preds[m], labels)
+            rows[m].update(drop_vs_fp32_pts=100 * (rows["fp32"]["accuracy"] - rows[m]["accuracy"]),
+                           disagree_with_fp32=sum(a != b for a, b in zip(preds["fp32"], preds[m], strict=True)),
+                           only_fp32_right=paired["only_a_right"], only_this_right=paired["only_b_right"],
+                           mcnemar_p=paired["mcnemar_p"])
         for m, r in rows.items():
             ci = f"[{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]"
             print(f"{name:<16}{m:<18}{r['n']:>7}{r['accuracy']:>10.4f}{ci:>18}{r['f1']:>8.4f}"
@@ -146,16 +117,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"McNemar p = {r['mcnemar_p']:.3g}")
         results["sets"][name] = rows
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_name(args.out.name + ".partial")
-        tmp.write_text(json.dumps(results, indent=1) + "\n")
-        tmp.replace(args.out)
+        atomic_write_text(args.out, json.dumps(results, indent=1) + "\n")
         print(f"numbers: {args.out}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
-    from edgesent.errors import run_main
-
     run_main(main)  # a missing or bad artifact: one line, no traceback

@@ -31,7 +31,7 @@ for stage in $STAGES; do
       run=$(target); .venv/bin/edgesent export "$run" --int8 ;;
     accuracy)
       # fp32 and INT8 ONNX on every test review of IMDB, SST-2 and Rotten Tomatoes, plus TF-IDF + LR
-      run=$(target); .venv/bin/python bench/real_accuracy.py "$run/artifact" --threads 2 --baseline \
+      run=$(target); .venv/bin/python -m bench.real_accuracy "$run/artifact" --threads 2 --baseline \
         --out bench/results/real_accuracy.json ;;
     bench)
       # latency/throughput/accuracy of every variant on 1,000 test reviews -> report.md, latency.png, pareto.png

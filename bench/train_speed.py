@@ -1,6 +1,6 @@
 """Training throughput on CPU: fp32 vs bf16 mixed precision (autocast, fp32 master weights).
 
-    .venv/bin/python bench/train_speed.py [--model ../shared/models/all-MiniLM-L6-v2] [--batch 16]
+    .venv/bin/python -m bench.train_speed [--model ../shared/models/all-MiniLM-L6-v2] [--batch 16]
         [--seq-lens 128,256,512] [--threads 2] [--steps 4]
 
 One AdamW training step (forward, backward, optimizer) of a sequence classifier on random token
@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+
+from edgesent.machine import cpu_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,10 +35,8 @@ def main(argv: list[str] | None = None) -> int:
 
     hf_logging.set_verbosity_error()
     torch.set_num_threads(args.threads)
-    from edgesent.bench import machine_facts
-
-    isa = machine_facts()["isa"]
-    native = [f for f in ("avx512_bf16", "amx_bf16") if isa.get(f)]
+    flags = cpu_flags()
+    native = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
     print(f"{args.model}: batch {args.batch}, {args.threads} threads, torch {torch.__version__}, "
           f"native bf16: {', '.join(native) or 'none'}")
     print(f"{'seq_len':>8}{'precision':>11}{'s/step':>9}{'tokens/s':>10}")
@@ -65,7 +65,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
-    sys.path.insert(0, str(ROOT))
     raise SystemExit(main())

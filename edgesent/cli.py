@@ -97,6 +97,10 @@ def _command(name: str, model: type[O.Options], run, doc: str) -> None:
 
 # --------------------------------------------------------------------------------------------
 def _train(o: O.TrainOptions) -> None:
+    if o.dry_run:
+        from edgesent.dryrun import dry_run
+
+        return dry_run(o.recipe, overrides=o.set or [], seeds=o.seeds, resume=o.resume, out=o.out)
     from edgesent.train import train_cli
 
     train_cli(o.recipe, overrides=o.set or [], seeds=o.seeds, resume=o.resume, out=o.out)

@@ -49,6 +49,16 @@ def _ints(value):
     return value
 
 
+def _floats(value):
+    """`"0.15,0.6"` -> [0.15, 0.6]; lists pass through."""
+    if isinstance(value, str):
+        try:
+            return [float(x) for x in value.split(",") if x.strip()]
+        except ValueError:
+            raise ValueError(f"expected comma-separated numbers, got {value!r}") from None
+    return value
+
+
 class Options(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), arbitrary_types_allowed=True)
 
@@ -116,9 +126,53 @@ class BenchOptions(Options):
     limit: int | None = Opt(None, "Use at most N texts of --data.", ge=1)
     budget: float = Opt(2.0, "Seconds of timed runs per latency cell.", gt=0, le=3600)
     out: Path | None = Opt(None, "Output folder (default: <target>/bench-<timestamp>).")
+    llm_endpoint: str | None = Opt(None, "OpenAI-compatible chat completions URL (e.g. https://api.openai.com/v1): "
+                                   "adds the LLM-API baseline row on the --data texts.")
+    llm_model: str | None = Opt(None, "Model name sent to --llm-endpoint (required with it).", validate_default=True)
+    llm_shots: int = Opt(0, "Few-shot examples taken from the train split of --data (0: zero-shot).", ge=0, le=200)
+    llm_batch: int = Opt(10, "Reviews per request.", ge=1, le=500)
+    llm_chars: int = Opt(500, "Characters sent per review (its last N).", ge=1, le=1_000_000)
+    llm_price_per_mtok: list[float] | None = Opt(None, "USD per million input,output tokens, e.g. 0.15,0.6: "
+                                                 "adds the cost per 1,000 reviews.")
+    llm_key_env: str = Opt("OPENAI_API_KEY", "Environment variable holding the API key (the key is never written).",
+                           pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    llm_concurrency: int = Opt(4, "Requests in flight at most.", ge=1, le=256)
+    llm_timeout: float = Opt(60.0, "Seconds per request before it is retried.", gt=0, le=3600)
 
     _lists = field_validator("batch_sizes", "seq_lens", "threads", mode="before")(_ints)
     _paths = field_validator("target", "data", mode="before")(_text)
+    _prices = field_validator("llm_price_per_mtok", mode="before")(_floats)
+
+    @field_validator("llm_endpoint")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http(s) URL such as https://api.openai.com/v1, got {value!r}")
+        if parts.username or parts.password:
+            raise ValueError("no credentials in the URL: put the key in the environment (see --llm-key-env)")
+        return value
+
+    @field_validator("llm_model")
+    @classmethod
+    def _model_with_endpoint(cls, value: str | None, info) -> str | None:
+        endpoint = info.data.get("llm_endpoint")
+        if endpoint and not value:
+            raise ValueError("required with --llm-endpoint (the model name the endpoint serves)")
+        if value and not endpoint:
+            raise ValueError("needs --llm-endpoint")
+        return value
+
+    @field_validator("llm_price_per_mtok")
+    @classmethod
+    def _two_prices(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and (len(value) != 2 or any(v < 0 for v in value)):
+            raise ValueError("expected two non-negative prices IN,OUT in USD per million tokens, e.g. 0.15,0.6")
+        return value
 
     @field_validator("batch_sizes", "seq_lens", "threads")
     @classmethod
@@ -157,6 +211,8 @@ class TrainOptions(Options):
     seeds: list[int] | None = Opt(None, "Run once per seed, e.g. 1,2,3, and report mean ± std.")
     resume: bool = Opt(False, "Continue the newest unfinished run of this recipe from its last checkpoint.")
     out: Path | None = Opt(None, "Run folder (default: <output_dir>/<name>-<timestamp>).")
+    dry_run: bool = Opt(False, "Validate the recipe and overrides, print what would be loaded and the trainable "
+                        "parameters (from a local config), then exit without downloading or training.")
 
     _lists = field_validator("seeds", mode="before")(_ints)
 

@@ -16,9 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgesent import bench as B
+from edgesent.bench import bench, plan
+from edgesent.bench.inputs import load_preprocessor, synthetic_batch, text_batch
+from edgesent.bench.plan import plan_variants, resolve_target
+from edgesent.bench.report import CSV_COLUMNS
+from edgesent.bench.timing import percentiles, summarize, time_runs
+from edgesent.errors import EdgesentError
 
 GRID = dict(batch_sizes=[1, 2], seq_lens=[8, 16], threads=[1], budget=0.2)
+SMALL_GRID = dict(batch_sizes=[1], seq_lens=[8], threads=[1], budget=0.05)
 
 
 def make_run(model_dir: Path, data_dir: Path, run: Path) -> Path:
@@ -73,26 +79,26 @@ def artifact(model_factory, sentiment_data, tmp_path_factory) -> Path:
 def bench_out(artifact, sentiment_data, tmp_path_factory) -> Path:
     """One full run with --data: every CPU variant, each in its own worker process."""
     out = tmp_path_factory.mktemp("out") / "b"
-    return B.bench(artifact, data=str(sentiment_data), limit=60, out=out, show=False, **GRID)
+    return bench(artifact, data=str(sentiment_data), limit=60, out=out, show=False, **GRID)
 
 
 # --------------------------------------------------------------------------------------------
 def test_percentiles_on_known_samples():
-    p = B.percentiles(range(1, 101))
+    p = percentiles(range(1, 101))
     assert p == pytest.approx({"p50": 50.5, "p90": 90.1, "p99": 99.01})
-    assert B.percentiles([7.0]) == {"p50": 7.0, "p90": 7.0, "p99": 7.0}
-    s = B.summarize([0.001, 0.002, 0.003, 0.004])  # seconds in, milliseconds out
+    assert percentiles([7.0]) == {"p50": 7.0, "p90": 7.0, "p99": 7.0}
+    s = summarize([0.001, 0.002, 0.003, 0.004])  # seconds in, milliseconds out
     assert s["n"] == 4 and s["mean_ms"] == pytest.approx(2.5) and s["std_ms"] == pytest.approx(np.std([1, 2, 3, 4], ddof=1))
     assert s["p50_ms"] == pytest.approx(2.5) and s["p99_ms"] == pytest.approx(3.97)
     with pytest.raises(ValueError, match="empty"):
-        B.percentiles([])
+        percentiles([])
 
 
 def test_time_runs_respects_budget_and_cap():
     calls = []
-    samples = B.time_runs(lambda: calls.append(1), budget=10.0, warmup=2, max_runs=7)
+    samples = time_runs(lambda: calls.append(1), budget=10.0, warmup=2, max_runs=7)
     assert len(samples) == 7 and len(calls) == 9  # 2 warm-up calls are not timed
-    samples = B.time_runs(lambda: None, budget=0.0, warmup=0, min_runs=3)
+    samples = time_runs(lambda: None, budget=0.0, warmup=0, min_runs=3)
     assert len(samples) == 3
 
 
@@ -101,22 +107,21 @@ def test_time_runs_cuts_warmup_of_slow_calls():
     import time
 
     calls = []
-    samples = B.time_runs(lambda: (calls.append(1), time.sleep(0.03)), budget=0.02, warmup=3, min_runs=3)
+    samples = time_runs(lambda: (calls.append(1), time.sleep(0.03)), budget=0.02, warmup=3, min_runs=3)
     assert len(samples) == 3 and len(calls) == 4
 
 
 def test_synthetic_batch_is_exact_length_without_specials(artifact):
     from edgesent.artifact import load_manifest
 
-    pre = B.load_preprocessor({"tokenizer_file": str(artifact / "tokenizer.json"),
-                               "preprocessing": load_manifest(artifact)["preprocessing"]})
-    batch = B.synthetic_batch(pre, 3, 16, np.random.default_rng(0))
+    pre = load_preprocessor(str(artifact / "tokenizer.json"), load_manifest(artifact)["preprocessing"])
+    batch = synthetic_batch(pre, 3, 16, np.random.default_rng(0))
     assert batch["input_ids"].shape == (3, 16) and batch["attention_mask"].all()
     content = batch["input_ids"][:, len(pre.prefix):16 - len(pre.suffix)]
     specials = set(pre.tokenizer.get_added_tokens_decoder())
     assert not specials & set(content.ravel().tolist())
     assert batch["input_ids"][0, 0] == pre.prefix[0] and batch["input_ids"][0, -1] == pre.suffix[-1]
-    texts = B.text_batch(pre, ["a", " ".join(["boring"] * 40)], 2, 8)
+    texts = text_batch(pre, ["a", " ".join(["boring"] * 40)], 2, 8)
     assert texts["input_ids"].shape == (2, 8)
     assert texts["attention_mask"][1].all() and not texts["attention_mask"][0].all()  # long one truncated, short padded
 
@@ -152,7 +157,7 @@ def test_csv_report_and_plots(bench_out):
 
     with open(bench_out / "results.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == B.CSV_COLUMNS
+    assert list(rows[0]) == CSV_COLUMNS
     latency = [r for r in rows if r["measure"] == "latency" and r["variant"] == "ort-int8"]
     assert len(latency) == 4 and all(float(r["p50_ms"]) > 0 for r in latency)
     assert {r["variant"] for r in rows if r["measure"] == "throughput"} >= {"ort-int8", "pipeline-fp32", "tfidf-logreg"}
@@ -167,22 +172,45 @@ def test_csv_report_and_plots(bench_out):
 
 
 def test_gpu_variants_skip_cleanly_without_cuda(artifact, tmp_path, monkeypatch):
-    if B._cuda_available():
+    if plan.cuda_available():
         pytest.skip("CUDA is available here")
-    target = B.resolve_target(artifact)
-    cuda = B.plan_variants(target, "cuda", has_train=False)
+    target = resolve_target(artifact)
+    cuda = plan_variants(target, "cuda", has_train=False)
     assert {v.name for v in cuda} >= {"torch-fp16-cuda", "torch-bnb-nf4-cuda", "ort-fp32-cuda", "ort-fp16-cuda"}
     assert all(v.skip and v.skip.startswith("CUDA not available") for v in cuda)
-    out = B.bench(artifact, device="cuda", out=tmp_path / "gpu", show=False, isolate=False, **GRID)
-    rows = list(csv.DictReader(open(out / "results.csv", newline="")))
+    # --device all: the CPU variants are measured, every CUDA one is a skipped row with its reason
+    out = bench(artifact, device="all", out=tmp_path / "gpu", show=False, isolate=False, **SMALL_GRID)
+    rows = [r for r in csv.DictReader(open(out / "results.csv", newline="")) if r["device"] == "cuda"]
     assert len(rows) == len(cuda) and all(r["status"] == "skipped" and r["reason"] for r in rows)
-    assert "### Skipped or failed" in (out / "report.md").read_text()
+    assert "### Skipped or failed" in (out / "report.md").read_text().split("## CUDA")[1]
     # with CUDA but a CPU-only onnxruntime, the ORT rows say so and the PyTorch rows are planned
-    monkeypatch.setattr(B, "_cuda_available", lambda: True)
-    reasons = {v.name: v.skip for v in B.plan_variants(target, "cuda", has_train=False)}
+    monkeypatch.setattr(plan, "cuda_available", lambda: True)
+    reasons = {v.name: v.skip for v in plan_variants(target, "cuda", has_train=False)}
     assert reasons["ort-fp32-cuda"] == "onnxruntime-gpu not installed"
     assert reasons["torch-fp16-cuda"] is None
     assert reasons["ort-fp16-cuda"] == "onnxruntime-gpu not installed"
+
+
+def test_cuda_only_without_cuda_fails_with_one_line(artifact, tmp_path):
+    """`--device cuda` where no CUDA variant can run measured nothing: exit 2, one line, no output folder."""
+    if plan.cuda_available():
+        pytest.skip("CUDA is available here")
+    proc = subprocess.run([sys.executable, "-m", "edgesent.cli", "bench", str(artifact), "--device", "cuda",
+                           "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("error: nothing measured: every cuda variant was skipped or failed (torch-fp32-cuda: "
+                                   "skipped: CUDA not available (torch.cuda.is_available() is False))")
+    assert not (tmp_path / "o").exists()
+
+
+def test_every_cell_failing_is_an_error(artifact, tmp_path):
+    """seq_len beyond the model's positions fails every cell: one error line with the first cell's reason."""
+    with pytest.raises(EdgesentError) as caught:
+        bench(artifact, seq_lens=[600], batch_sizes=[1], threads=[1], budget=0.05, out=tmp_path / "o", show=False,
+              isolate=False)
+    assert str(caught.value).startswith("every latency cell failed (torch-fp32, batch 1 x seq_len 600, 1 thread(s): ")
+    assert "(520)" in str(caught.value)  # the reason names the model's 520 positions
+    assert not (tmp_path / "o").exists()
 
 
 def test_artifact_without_its_run_skips_pytorch(artifact, tmp_path):
@@ -190,15 +218,15 @@ def test_artifact_without_its_run_skips_pytorch(artifact, tmp_path):
     manifest = json.loads((copy / "edgesent.json").read_text())
     manifest["source"]["run"] = str(tmp_path / "gone")
     (copy / "edgesent.json").write_text(json.dumps(manifest))
-    target = B.resolve_target(copy)
-    variants = {v.name: v.skip for v in B.plan_variants(target, "cpu", has_train=False, has_data=False)}
+    target = resolve_target(copy)
+    variants = {v.name: v.skip for v in plan_variants(target, "cpu", has_train=False, has_data=False)}
     assert variants["torch-fp32"] == f"no PyTorch checkpoint: the artifact's training run {tmp_path / 'gone'} is not here"
     assert variants["ort-int8"] is None and variants["tfidf-logreg"].startswith("needs --data with a train split")
     assert variants["pipeline-fp32"].startswith("no PyTorch checkpoint")
 
 
 def test_run_folder_resolves_to_its_artifact(artifact):
-    target = B.resolve_target(artifact.parent)
+    target = resolve_target(artifact.parent)
     assert target.artifact == artifact and target.run == artifact.parent
 
 
@@ -215,9 +243,33 @@ def test_cli_bad_target_is_one_line(tmp_path, make, message):
 
 
 def test_bad_options_are_one_line(artifact, tmp_path):
-    from edgesent.errors import EdgesentError
+    with pytest.raises(EdgesentError, match=r"^--device: Input should be 'cpu', 'cuda' or 'all' \(got 'tpu'\)$"):
+        bench(artifact, device="tpu", out=tmp_path / "x", show=False)
+    with pytest.raises(EdgesentError, match="^--seq-lens: must be positive whole numbers, got 0,8$"):
+        bench(artifact, seq_lens=[0, 8], out=tmp_path / "x", show=False)
+    with pytest.raises(EdgesentError, match="^unknown option --bogus$"):
+        bench(artifact, bogus=1, out=tmp_path / "x", show=False)
 
-    with pytest.raises(EdgesentError, match="--device must be cpu or cuda, got 'tpu'"):
-        B.bench(artifact, device="tpu", out=tmp_path / "x", show=False)
-    with pytest.raises(EdgesentError, match="--seq-lens must be positive integers, got 0,8"):
-        B.bench(artifact, seq_lens=[0, 8], out=tmp_path / "x", show=False)
+
+def test_threads_are_capped_at_the_usable_cores(capsys):
+    from edgesent.bench import usable_threads
+    from edgesent.machine import usable_cores
+
+    cores = usable_cores()
+    assert usable_threads([1, cores, 10_000, 20_000]) == list(dict.fromkeys([1, cores]))
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"note: --threads 20000 capped to {cores}, the CPU cores this process may use"]
+
+
+def test_onnx_variant_names_come_from_the_manifest_entries():
+    """`ort-` + the typed entry's variant: a static INT8 file is named so by its scheme, not by its file name."""
+    from edgesent.artifact import Manifest
+
+    files = {name: {"sha256": "0" * 64, "bytes": 1} for name in ("model.int8.onnx", "model.fp16.onnx", "model.onnx")}
+    manifest = Manifest(labels=["negative", "positive"], preprocessing={}, files=files, models={
+        "model.onnx": {"precision": "fp32"}, "model.int8.onnx": {"precision": "int8", "scheme": "static"},
+        "model.fp16.onnx": {"precision": "fp16"}})
+    variants = plan.onnx_variants(manifest)
+    assert [(v.name, v.precision, v.file) for v in variants] == [
+        ("ort-fp32", "fp32", "model.onnx"), ("ort-int8-static", "int8", "model.int8.onnx"),
+        ("ort-fp16", "fp16", "model.fp16.onnx")]

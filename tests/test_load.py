@@ -1,4 +1,4 @@
-"""bench/load_test.py at small scale: 10 concurrent gradio_client clients x 5 requests, 0 errors.
+"""bench.load_test at small scale: 10 concurrent gradio_client clients x 5 requests, 0 errors.
 
 The app is started in-process on 127.0.0.1 on a tiny exported model; every reply is checked to
 carry the artifact's labels, latencies are measured per request, and the loopback/limit guards of
@@ -7,28 +7,16 @@ the script are checked too.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench import load_test
+from edgesent.bench.plan import newest_artifact
 
 pytest.importorskip("gradio_client")
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("load_test", ROOT / "bench" / "load_test.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["load_test"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-load_test = _load_script()
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +65,7 @@ def test_default_artifact_is_newest_int8(tmp_path):
         manifest = folder / "edgesent.json"
         manifest.write_text("{}")
         os.utime(manifest, (1000 + i, 1000 + i))
-    assert load_test.newest_int8_artifact(tmp_path / "exports") == newer
+    assert newest_artifact(tmp_path / "exports", precision="int8") == newer
 
 
 @pytest.mark.parametrize("url", ["http://10.0.0.1:7860", "https://example.com", "http://0.0.0.0:7860"])
