@@ -42,7 +42,8 @@ def quiet_libraries() -> None:
     """Silence library logs, warnings and (off a terminal) progress bars, unless --debug."""
     if debug():
         return
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    for library in ("TRANSFORMERS", "HF_HUB", "DATASETS"):  # read when each library configures its logger
+        os.environ.setdefault(f"{library}_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     for name in LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)

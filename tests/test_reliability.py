@@ -316,7 +316,43 @@ def test_sweep_setup_error_stops_at_once(change, fragment, bert_dir, sentiment_d
 
 
 # --------------------------------------------------------------------------------------------
+# 8. bench: a command that measured nothing it was asked to exits non-zero with one line.
+
+
+def test_bench_seq_len_beyond_positions_and_cuda_without_gpu(artifact, tmp_path, capsys):
+    code, _, err = run_cli(["bench", artifact, "--seq-lens", "32,1024", "--batch-sizes", "1", "--threads", "1",
+                            "--budget", "0.1", "--out", tmp_path / "b"], capsys)
+    assert_one_line_error(code, err, "--seq-lens 1024 exceeds the 512 positions of the model")
+    assert not (tmp_path / "b").exists()
+    from edgesent.bench.plan import cuda_available
+
+    if not cuda_available():
+        code, _, err = run_cli(["bench", artifact, "--device", "cuda", "--batch-sizes", "1", "--seq-lens", "32",
+                                "--threads", "1", "--budget", "0.1", "--out", tmp_path / "c"], capsys)
+        assert_one_line_error(code, err, "nothing measured: every cuda variant was skipped or failed")
+        assert not (tmp_path / "c").exists()
+
+
+# --------------------------------------------------------------------------------------------
 # 9. Unclear messages.
+
+
+ADVICE_CASES = [  # a data file with the wrong columns: the advice names the option of THAT command
+    ("bench", ["bench", "{art}", "--data", "{data}", "--batch-sizes", "1", "--seq-lens", "32", "--threads", "1"],
+     "rename the columns of --data to text/label"),
+    ("export", ["export", "{model}", "--int8", "--eval-data", "{data}", "--out", "{tmp}/a"],
+     "rename the columns of --eval-data to text/label"),
+]
+
+
+@pytest.mark.parametrize("argv,fragment", [c[1:] for c in ADVICE_CASES], ids=[c[0] for c in ADVICE_CASES])
+def test_data_advice_names_the_commands_option(argv, fragment, artifact, bert_dir, tmp_path, capsys):
+    data = tmp_path / "wrong.csv"
+    data.write_text("review,stars\ngood,1\nbad,0\n", encoding="utf-8")
+    values = {"art": artifact, "data": data, "model": bert_dir, "tmp": tmp_path}
+    code, _, err = run_cli([a.format(**values) for a in argv], capsys)
+    assert_one_line_error(code, err, fragment)
+    assert "data.text_column" not in err and not (tmp_path / "a").exists()
 
 
 def test_recipe_that_is_a_folder(tmp_path, capsys):

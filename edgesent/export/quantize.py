@@ -210,11 +210,14 @@ def gate_data(src, eval_data: str | None, eval_limit: int | None, calibration: i
     evalset, calib = None, []
     if eval_data is not None:
         try:
-            split = D.load_split(eval_data, "validation", **columns, labels=src.labels, limit=eval_limit, seed=seed)
+            try:
+                split = D.load_split(eval_data, "validation", **columns, labels=src.labels, limit=eval_limit, seed=seed)
+            except DataError as exc:
+                if "has no" not in str(exc) or "no column" in str(exc):
+                    raise
+                split = D.load_split(eval_data, "test", **columns, labels=src.labels, limit=eval_limit, seed=seed)
         except DataError as exc:
-            if "has no" not in str(exc):
-                raise
-            split = D.load_split(eval_data, "test", **columns, labels=src.labels, limit=eval_limit, seed=seed)
+            raise D.advice_for(exc, "--eval-data", f"{columns['text_column']}/{columns['label_column']}") from None
         evalset = split
     if src.recipe is not None and (evalset is None or need_calibration):
         splits = D.load_splits(src.recipe)
