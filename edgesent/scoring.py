@@ -179,6 +179,7 @@ class _Writer:
             with os.fdopen(fd, "w") as fh:
                 fh.write(f"{os.getpid()}\n")
             self._locked = True
+            self.tmp.unlink(missing_ok=True)  # a leftover of a killed run with our pid: ours now, under the lock
             break
         else:
             raise DataError(f"cannot lock --out {self.out} ({self.lock}); choose another --out")
@@ -250,7 +251,9 @@ def _lock_owner_alive(lock: Path) -> bool:
     except OSError:
         return True
     if not text.isdigit():
-        return time.time() - lock.stat().st_mtime < 5  # being written this instant
+        with contextlib.suppress(OSError):
+            return time.time() - lock.stat().st_mtime < 5  # being written this instant
+        return False
     try:
         os.kill(int(text), 0)
     except ProcessLookupError:

@@ -173,6 +173,21 @@ def test_two_concurrent_runs_to_one_out(artifact, tmp_path):
     assert not nothing_written(tmp_path)
 
 
+def test_lock_of_a_live_run_refuses_and_a_stale_lock_is_taken_over(artifact, tmp_path, capsys):
+    path = _scores_file(tmp_path, "csv", {"text": TEXTS})
+    out = tmp_path / "out.csv"
+    lock = tmp_path / ".out.csv.lock"
+    lock.write_text(f"{os.getpid()}\n")  # a live process (this one) is writing out.csv
+    code, _, err = run_cli(["predict", artifact, "--file", path, "--out", out], capsys)
+    assert_one_line_error(code, err, f"--out {out} is being written by another edgesent predict")
+    assert not out.exists() and lock.exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock.write_text(dead.stdout)  # its process is gone: a killed run's lock
+    code, _, err = run_cli(["predict", artifact, "--file", path, "--out", out], capsys)
+    assert code == 0, err
+    assert len(pd.read_csv(out)) == len(TEXTS) and not lock.exists()
+
+
 def test_csv_field_over_131072_characters(artifact, tmp_path, capsys):
     huge = "a wonderful film " + "x" * 1_000_000
     path = _scores_file(tmp_path, "csv", {"id": [1, 2], "text": [huge, "an awful film"]})
