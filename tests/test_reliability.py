@@ -346,6 +346,10 @@ def test_bench_seq_len_beyond_positions_and_cuda_without_gpu(artifact, tmp_path,
                                 "--threads", "1", "--budget", "0.1", "--out", tmp_path / "c"], capsys)
         assert_one_line_error(code, err, "nothing measured: every cuda variant was skipped or failed")
         assert not (tmp_path / "c").exists()
+    (tmp_path / "d").mkdir()  # bench has no --overwrite, so its advice must not name one
+    code, _, err = run_cli(["bench", artifact, "--out", tmp_path / "d"], capsys)
+    assert_one_line_error(code, err, f"--out {tmp_path / 'd'} already exists; choose another --out")
+    assert "--overwrite" not in err
 
 
 # --------------------------------------------------------------------------------------------

@@ -71,6 +71,8 @@ def bench(target: str | os.PathLike | None = None, *, isolate: bool = True, show
     tgt = resolve_target(o.target)
     check_seq_lens(tgt, o.seq_lens)
     out = o.out or (tgt.artifact or tgt.run) / f"bench-{datetime.now():%Y%m%d-%H%M%S}"
+    if out.exists():  # bench has no --overwrite: say so before measuring, not after
+        raise EdgesentError(f"--out {out} already exists; choose another --out (or remove it)")
     check_writable(out.parent)
     labels = labels_for(tgt)
     test, train = bench_data(o.data, o.split, o.limit, labels) if o.data else (None, None)
