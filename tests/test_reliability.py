@@ -27,7 +27,8 @@ from edgesent import artifact as art
 
 
 def env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    clean = {k: v for k, v in os.environ.items() if k != "EDGESENT_DEBUG"}
+    return {**clean, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -426,7 +427,8 @@ def test_export_advice_names_real_options(kind, fragment, bert_dir, tmp_path, ca
     assert "allow_pickle" not in err and "set model." not in err
 
 
-def test_debug_after_the_subcommand_and_flag_metavars(artifact, capsys):
+def test_debug_after_the_subcommand_and_flag_metavars(artifact, capsys, monkeypatch):
+    monkeypatch.delenv("EDGESENT_DEBUG", raising=False)  # --debug sets it; restored (unset) after this test
     code, out, err = run_cli(["predict", artifact, "a great movie", "--debug"], capsys)
     assert code == 0 and "great movie" in out, err
     for command in ("export", "predict", "train"):
@@ -463,7 +465,7 @@ def test_relative_paths_in_a_run_and_quiet_output(bert_dir, sentiment_data, tmp_
         for noise in ("gemm_4bit", "Warning", "{'loss'", "'train_runtime'", "Please consider to run pre-processing",
                       "\x1b[", "\r", "Some weights of"):
             assert noise not in stderr, f"{noise!r} in stderr:\n{stderr}"
-    assert "validation accuracy" in proc.stderr  # edgesent's own progress line per evaluation
+    assert "validation loss" in proc.stderr and "accuracy" in proc.stderr  # edgesent's own progress line per evaluation
 
 
 # --------------------------------------------------------------------------------------------
