@@ -32,6 +32,7 @@ class Arch:
     positions_key: str = "max_position_embeddings"  # config key holding the largest position
     position_offset: int = 0  # positions the model reserves (RoBERTa starts at padding_idx + 1)
     padding_side: Literal["right"] = "right"  # see README "One preprocessing function"
+    uniform_blocks: bool = True  # every block has the same structure, so model.keep_layers may drop any of them
 
     @property
     def onnx_block(self) -> re.Pattern:
@@ -58,7 +59,8 @@ ARCHS: dict[str, Arch] = {a.family: a for a in (
          depth_key="n_layers"),
     Arch("roberta", "roberta.encoder.layer", ("classifier",), "first", ("query", "value"), position_offset=2),
     Arch("xlm-roberta", "roberta.encoder.layer", ("classifier",), "first", ("query", "value"), position_offset=2),
-    Arch("modernbert", "model.layers", ("head", "classifier"), "first", ("Wqkv",)),
+    Arch("modernbert", "model.layers", ("head", "classifier"), "first", ("Wqkv",),
+         uniform_blocks=False),  # block 0 has no attention norm, and blocks alternate global/local attention
     Arch("gpt_neox", "gpt_neox.layers", ("score",), "last", ("query_key_value",)),
     Arch("gpt2", "transformer.h", ("score",), "last", ("c_attn",), depth_key="n_layer", positions_key="n_positions"),
 )}

@@ -66,6 +66,24 @@ class ModelConfig(_Strict):
         False, description="Allow loading pickled weights (pytorch_model.bin). Off by default: pickle can run code."
     )
     lora: LoraConfig = Field(default_factory=LoraConfig, description="Used when method is lora.")
+    keep_layers: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="Build the model keeping only these transformer blocks of name_or_path (0-based, increasing; "
+        "embeddings and head are copied): e.g. [1, 3, 5] makes a 3-block student of a 6-block model. "
+        "name_or_path may be an edgesent run folder, so a student starts from a fine-tuned teacher's own layers.",
+    )
+
+    @field_validator("keep_layers")
+    @classmethod
+    def _increasing(cls, value):
+        if value is None:
+            return value
+        if any(i < 0 for i in value):
+            raise ValueError("layer indices must be >= 0")
+        if any(b <= a for a, b in zip(value, value[1:], strict=False)):
+            raise ValueError("layer indices must be strictly increasing (sorted, no duplicates)")
+        return value
 
 
 class DataConfig(_Strict):
@@ -146,6 +164,22 @@ class TrainingConfig(_Strict):
     threads: int | None = Field(None, gt=0, description="torch CPU threads (default: torch's choice).")
 
 
+class DistillConfig(_Strict):
+    """Knowledge distillation: train the model on a teacher's soft labels as well as the gold labels."""
+
+    teacher: str = Field(
+        ..., min_length=1,
+        description="The teacher: an edgesent run folder, an artifact folder (fastest: torch-free), or a model "
+        "folder/hub id of a sequence classifier with the same label names as data.labels.",
+    )
+    temperature: float = Field(2.0, gt=0.0, description="Softmax temperature T of the soft loss.")
+    alpha: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy on the gold label.",
+    )
+    batch_size: int = Field(64, gt=0, description="Texts per batch when computing the teacher's logits (once, cached).")
+
+
 class SweepParam(_Strict):
     type: Literal["categorical", "float", "int"] = Field(..., description="Kind of search dimension.")
     choices: list[Any] | None = Field(None, description="For categorical.")
@@ -181,6 +215,7 @@ class Recipe(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     sweep: SweepConfig | None = Field(None, description="Search space for edgesent sweep.")
+    distill: DistillConfig | None = Field(None, description="Distil from a teacher (edgesent/distill.py).")
 
     @model_validator(mode="after")
     def _cross_checks(self):
@@ -191,8 +226,9 @@ class Recipe(_Strict):
 
     def to_yaml(self) -> str:
         data = self.model_dump(mode="json")
-        if data.get("sweep") is None:  # no `sweep: null` line in run recipes and sweep best recipes
-            data.pop("sweep", None)
+        for optional in ("sweep", "distill"):  # no `sweep: null` line in run recipes and sweep best recipes
+            if data.get(optional) is None:
+                data.pop(optional, None)
         return yaml.safe_dump(data, sort_keys=False)
 
 

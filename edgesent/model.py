@@ -1,7 +1,10 @@
 """Models: load a backbone + classification head, apply the training method, load runs back.
 
-Sources: a local folder in Hugging Face layout, or a hub id (loaded through the hub; offline
-machines get a one-line error saying how to point the recipe at a local folder).
+Sources: a local folder in Hugging Face layout, a hub id (loaded through the hub; offline
+machines get a one-line error saying how to point the recipe at a local folder), or an edgesent
+run folder (its model/ -- LoRA merged -- and tokenizer/), so a student can start from a fine-tuned
+teacher. `model.keep_layers` then keeps only the listed transformer blocks (`keep_layers`, for
+distillation: edgesent/distill.py).
 
 Security defaults: only safetensors are loaded unless `model.allow_pickle` is set, and
 `trust_remote_code` stays off unless the recipe sets it.
@@ -120,6 +123,7 @@ def load_tokenizer(name_or_path: str, pad_token: str | None = None, trust_remote
     """A fast tokenizer with a pad token and right padding."""
     from transformers import AutoTokenizer
 
+    name_or_path = str(run_part(name_or_path, "tokenizer"))
     if is_local(name_or_path):
         folder = Path(name_or_path).expanduser()
         if not folder.is_dir():
@@ -194,9 +198,12 @@ def build_model(recipe, labels: list[str], tokenizer=None):
     kwargs: dict[str, Any] = dict(num_labels=len(labels), id2label=id2label, label2id=label2id)
     if tokenizer is not None and tokenizer.pad_token_id is not None:
         kwargs["pad_token_id"] = tokenizer.pad_token_id
+    torch.manual_seed(recipe.seed)
+    if is_run_dir(m.name_or_path):  # start from a fine-tuned edgesent run (LoRA merged), e.g. a teacher's layers
+        model = _model_from_run(Path(m.name_or_path).expanduser(), labels)
+        return _finish(model, recipe, tokenizer)
     if is_local(m.name_or_path):
         check_local_model_dir(Path(m.name_or_path).expanduser(), m.allow_pickle, need_weights=not m.random_init)
-    torch.manual_seed(recipe.seed)
     config = load_config(m.name_or_path, m.trust_remote_code, **kwargs)
     archs.arch_for(config)  # an unsupported family fails here, naming the supported ones
     if m.random_init:
@@ -213,11 +220,73 @@ def build_model(recipe, labels: list[str], tokenizer=None):
             if is_local(m.name_or_path):
                 raise ModelError(f"cannot load weights from {m.name_or_path}: {first_line(exc)}") from None
             raise _hub_error(m.name_or_path, exc) from None
-    if m.head == "mlp":
+    return _finish(model, recipe, tokenizer)
+
+
+def _finish(model, recipe, tokenizer):
+    """keep_layers, the recipe's head, the pad token and the training method, on a loaded classifier."""
+    m = recipe.model
+    if m.keep_layers is not None:
+        keep_layers(model, m.keep_layers)
+    if m.head == "mlp" and not getattr(model.config, "edgesent_head", None):
         attach_head(model, {"type": "mlp", "hidden": m.head_hidden, "dropout": m.head_dropout})
     if tokenizer is not None and tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
+    model.train()
     return apply_method(model, recipe)
+
+
+def keep_layers(model, keep: list[int]):
+    """Keep only the transformer blocks `keep` (in that order), in place; embeddings and head stay as they are.
+
+    The config's depth key (archs.Arch.depth_key) is set to the new count, so the saved model loads
+    back as the smaller model; per-layer config lists (`layer_types`) and the blocks' `layer_idx`
+    follow the kept blocks.
+    """
+    import torch.nn as nn
+
+    arch = archs.arch_for(model.config)
+    if not arch.uniform_blocks:
+        raise ModelError(f"model.keep_layers: the blocks of {arch.family} models differ from each other "
+                         "(see edgesent/archs.py), so they cannot be dropped")
+    old = archs.blocks(model)
+    n = len(old)
+    bad = [i for i in keep if not 0 <= i < n]
+    if bad:
+        raise ModelError(f"model.keep_layers {list(keep)}: {bad} out of range, the model has {n} blocks (0..{n - 1})")
+    parent_path, _, attr = arch.layers.rpartition(".")
+    parent = archs.get_module(model, parent_path) if parent_path else model
+    setattr(parent, attr, nn.ModuleList([old[i] for i in keep]))
+    for k, block in enumerate(archs.blocks(model)):
+        for module in block.modules():
+            if isinstance(getattr(module, "layer_idx", None), int):
+                module.layer_idx = k
+    setattr(model.config, arch.depth_key, len(keep))
+    types = getattr(model.config, "layer_types", None)
+    if isinstance(types, list) and len(types) == n:
+        model.config.layer_types = [types[i] for i in keep]
+    model.config.edgesent_keep_layers = list(keep)
+    return model
+
+
+def is_run_dir(name_or_path: str | os.PathLike) -> bool:
+    """An edgesent run folder: recipe.yaml beside a trained model/ or adapter/."""
+    path = Path(name_or_path).expanduser()
+    return (path / "recipe.yaml").is_file() and ((path / "model").is_dir() or (path / "adapter").is_dir())
+
+
+def run_part(name_or_path: str, part: str) -> str | Path:
+    """`<run>/<part>` (model or tokenizer) when name_or_path is a run folder that has it, else name_or_path."""
+    path = Path(name_or_path).expanduser()
+    return path / part if is_run_dir(path) and (path / part).is_dir() else name_or_path
+
+
+def _model_from_run(run: Path, labels: list[str]):
+    model, _, recipe = load_run(run, merge=True)
+    theirs = run_labels(run, recipe)
+    if list(theirs) != list(labels):
+        raise ModelError(f"model.name_or_path {run} was trained on labels {theirs}, the recipe has {list(labels)}")
+    return model
 
 
 def apply_method(model, recipe):

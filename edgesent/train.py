@@ -10,6 +10,7 @@ Decisions:
   `--resume` and DDP (so the same code runs under `torchrun`/`accelerate launch`). It is subclassed
   only to build the optimizer's parameter groups: the head learns at `lr x model.head_lr_multiplier`,
   and biases/LayerNorm weights get no weight decay (Trainer's own `get_decay_parameter_names`).
+- A `distill:` section swaps in edgesent/distill.py's loss, dataset and collator (teacher logits cached).
 - Under several processes every rank needs the same run folder; rank 0 picks the name and
   broadcasts it. Only rank 0 writes recipe, tokenizer, model, metrics and prints the summary.
 - The final model is written under a temporary name and renamed (`errors.atomic_dir`), so a
@@ -31,6 +32,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from edgesent import distill
 from edgesent.config import Recipe, load_recipe, save_recipe
 from edgesent.errors import (
     DataError,
@@ -297,6 +299,7 @@ def train(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool = F
         if run_dir is not None and run_dir.exists() and any(run_dir.iterdir()):
             raise EdgesentError(f"{run_dir} already exists and is not empty; choose another --out")
     labels = list(recipe.data.labels)
+    teacher = distill.resolve_teacher(recipe) if recipe.distill else None
     splits = load_splits(recipe)
     train_split = splits["train"]
     if len(train_split) < recipe.training.batch_size:
@@ -311,6 +314,12 @@ def train(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool = F
     model = build_model(recipe, labels, tokenizer)
     trainable, total = count_parameters(model)
     datasets = {name: TokenizedDataset(split, preprocessor) for name, split in splits.items()}
+    collator, trainer_cls = PadCollator(preprocessor), _trainer_class()
+    if teacher is not None:  # teacher logits once per training text (cached), carried by each example
+        soft, cache, reused = distill.teacher_logits(recipe, teacher, train_split.texts)
+        datasets["train"] = distill.DistillDataset(datasets["train"], soft)
+        collator = distill.collator(collator)
+        trainer_cls = distill.trainer_class(trainer_cls, recipe.distill.temperature, recipe.distill.alpha)
 
     run_dir = Path(_shared(str(run_dir or _new_run_dir(recipe))))
     args = training_arguments(recipe, run_dir / "checkpoints", precision)  # may still refuse: before mkdir
@@ -323,12 +332,12 @@ def train(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool = F
     extra = [log_callback, *(callbacks or [])]
     if recipe.training.early_stopping_patience:
         extra.append(EarlyStoppingCallback(early_stopping_patience=recipe.training.early_stopping_patience))
-    trainer = _trainer_class()(
+    trainer = trainer_cls(
         model=model,
         args=args,
         train_dataset=datasets["train"],
         eval_dataset=datasets["validation"],
-        data_collator=PadCollator(preprocessor),
+        data_collator=collator,
         compute_metrics=_metrics_fn(labels),
         callbacks=extra,
         head_lr_multiplier=m.head_lr_multiplier,
@@ -362,6 +371,8 @@ def train(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool = F
             "device": device,
             "precision": precision,
         }
+        if teacher is not None:
+            metrics["distill"] = distill.summary(recipe, teacher, cache, reused)
         if trainer.is_world_process_zero():
             _save_model(trainer.model, run_dir, m.method, labels)
             atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")

@@ -58,7 +58,8 @@ def build_manifest(src: Source, inputs: list[str], max_abs_diff: float, models: 
         inputs=inputs,
         source={"run": str(src.run) if src.run else None, "kind": src.kind, "ref": src.ref,
                 "recipe": src.recipe.model_dump(mode="json") if src.recipe is not None else None,
-                "base_model": src.base_model, "method": src.method, "merge_max_abs_diff": src.merge_max_abs_diff},
+                "base_model": src.base_model, "method": src.method, "merge_max_abs_diff": src.merge_max_abs_diff,
+                **lineage(src)},
         validation={"max_abs_diff": max_abs_diff, "atol": VALIDATE_ATOL, "probe_texts": len(PROBE_TEXTS),
                     "padding": ["right", "left"]},
         models=models,
@@ -66,6 +67,31 @@ def build_manifest(src: Source, inputs: list[str], max_abs_diff: float, models: 
         versions=versions(),
         notes=src.notes,
     )
+
+
+def lineage(src: Source) -> dict[str, Any]:
+    """The run's distillation teacher and settings and its kept layers (from its recipe), for manifest and card."""
+    recipe = src.recipe
+    if recipe is None or (recipe.distill is None and recipe.model.keep_layers is None):
+        return {}
+    d = recipe.distill
+    return {"keep_layers": recipe.model.keep_layers,
+            "distill": None if d is None else {"teacher": d.teacher, "temperature": d.temperature, "alpha": d.alpha}}
+
+
+def _lineage_lines(src: Source) -> list[str]:
+    info = lineage(src)
+    if not info:
+        return []
+    lines = ["## Distillation", ""]
+    if info["distill"]:
+        d = info["distill"]
+        lines.append(f"Distilled from the teacher `{d['teacher']}`: loss = {d['alpha']} x T^2 x KL(teacher || student) "
+                     f"at temperature T = {d['temperature']} + {1 - d['alpha']:g} x cross-entropy on the gold labels.")
+    if info["keep_layers"] is not None:
+        lines.append(f"Student built from `{src.base_model}` keeping its transformer blocks {info['keep_layers']} "
+                     "(embeddings and head copied).")
+    return lines + [""]
 
 
 def _size(path: Path) -> str:
@@ -96,7 +122,7 @@ def model_card(src: Source, manifest: Manifest, folder: Path, name: str) -> str:
              f"A {len(src.labels)}-class text classifier ({', '.join(src.labels)}) fine-tuned from `{src.base_model}` "
              f"(method: {src.method}) and exported to ONNX by edgesent. Serve it without torch with "
              f"`edgesent predict {name} \"some text\"` or `edgesent demo {name}`.", "",
-             "## Data", ""]
+             *_lineage_lines(src), "## Data", ""]
     if recipe is not None:
         d = recipe.data
         lines += [f"Trained on `{d.dataset}` (text column `{d.text_column}`, label column `{d.label_column}`).",
