@@ -383,6 +383,19 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     return validate_recipe(data, str(path))
 
 
+def with_absolute_paths(recipe: Recipe) -> Recipe:
+    """Local model/data/teacher paths made absolute (a run's recipe.yaml then works from any folder); hub ids kept."""
+    def absolute(value: str | None) -> str | None:
+        return str(Path(value).expanduser().resolve()) if value and Path(value).expanduser().exists() else value
+
+    data = {k: absolute(getattr(recipe.data, k)) for k in ("dataset", "train_file", "validation_file", "test_file")}
+    update = {"model": recipe.model.model_copy(update={"name_or_path": absolute(recipe.model.name_or_path)}),
+              "data": recipe.data.model_copy(update=data)}
+    if recipe.distill is not None:
+        update["distill"] = recipe.distill.model_copy(update={"teacher": absolute(recipe.distill.teacher)})
+    return recipe.model_copy(update=update)
+
+
 def save_recipe(recipe: Recipe, path: str | Path, header: str | None = None) -> Path:
     from edgesent.errors import atomic_write_text
 

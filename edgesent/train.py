@@ -16,9 +16,8 @@ Decisions:
 - The final model is written under a temporary name and renamed (`errors.atomic_dir`), so a
   killed run never leaves a half-written `model/`. `--resume` picks the newest run of the recipe
   that has a checkpoint but no `metrics.json` (i.e. did not finish).
-- Reported metrics: accuracy, and precision/recall/F1 of the positive class for two labels (macro
-  averages for more), from scikit-learn; test also gets the confusion matrix and the full
-  classification report.
+- Reported metrics: accuracy, and precision/recall/F1 of the positive class for two labels (macro averages
+  for more), from scikit-learn; test also gets the confusion matrix and the full classification report.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ from datetime import datetime
 from pathlib import Path
 
 from edgesent import distill
-from edgesent.config import Recipe, load_recipe, save_recipe
+from edgesent.config import Recipe, load_recipe, save_recipe, with_absolute_paths
 from edgesent.errors import (
     DataError,
     EdgesentError,
@@ -282,7 +281,7 @@ def train(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool = F
 
     start = time.time()
     main = _is_main_process()
-    if out is not None and Path(out).exists() and not Path(out).is_dir():
+    if out is not None and Path(out).is_file():
         raise EdgesentError(f"--out {out} is a file, not a folder; choose a folder path for the run")
     check_writable(Path(out).parent if out is not None else recipe.output_dir)
     if recipe.model.trust_remote_code and main:
@@ -379,16 +378,6 @@ def train(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool = F
             logger.info("metrics: %s", json.dumps(metrics))
             print_summary(metrics)
     return run_dir
-
-
-def with_absolute_paths(recipe: Recipe) -> Recipe:
-    """Local model/data paths made absolute (a run's recipe.yaml then works from any folder); hub ids kept."""
-    def absolute(value: str | None) -> str | None:
-        return str(Path(value).expanduser().resolve()) if value and Path(value).expanduser().exists() else value
-
-    data = {k: absolute(getattr(recipe.data, k)) for k in ("dataset", "train_file", "validation_file", "test_file")}
-    model = recipe.model.model_copy(update={"name_or_path": absolute(recipe.model.name_or_path)})
-    return recipe.model_copy(update={"model": model, "data": recipe.data.model_copy(update=data)})
 
 
 def _save_model(model, run_dir: Path, method: str, labels: list[str]) -> None:
