@@ -5,8 +5,11 @@ Layout: a "Review" tab (textbox -> class confidences + inference time, with exam
 (base model, recipe, served file and size, its recorded validation metrics, quantization settings).
 
 Safety and serving decisions:
-- It binds 127.0.0.1 unless `--host` says otherwise, and never creates a public share link
-  (`share=False` is hard-coded; there is no flag for it). `--auth user:pass` adds a login.
+- It binds 127.0.0.1 unless `--host` says otherwise (any non-loopback host prints a warning that
+  the app is reachable from the network), and never creates a public share link (`share=False` is
+  hard-coded; there is no flag for it). `--auth user:pass` adds a login. Host and port are checked
+  before anything is loaded or printed.
+- Upload errors name the uploaded file, never the server's temporary path.
 - Uploads are capped (`MAX_FILE_SIZE`) and typed text is capped at `max_chars` both in the
   browser (the textbox refuses more) and on the server (API callers), with a visible note.
 - One onnxruntime session serves every request: `InferenceSession.run` is thread-safe. Each run
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -101,11 +105,13 @@ def build_app(artifact_dir: str | os.PathLike, model: str | None = None, max_cha
     def classify_file(path: str | None, column: str) -> str:
         if not path:
             raise gr.Error("upload a .csv or .txt file first")
+        name = Path(path).name
         out = Path(tempfile.mkdtemp(prefix="edgesent-")) / f"{Path(path).stem}.predictions.csv"
         try:
-            predict_file(clf, path, out, column=(column or "text").strip())
-        except EdgesentError as exc:
-            raise gr.Error(str(exc)) from None
+            predict_file(clf, path, out, column=(column or "text").strip(), name=name)
+        except EdgesentError as exc:  # never show the server's temporary paths
+            message = str(exc).replace(str(path), name).replace(str(Path(path).parent), "").replace(str(out), out.name)
+            raise gr.Error(message) from None
         return str(out)
 
     theme = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
@@ -125,7 +131,7 @@ def build_app(artifact_dir: str | os.PathLike, model: str | None = None, max_cha
             gr.Examples(EXAMPLES, inputs=text, label="Examples")
             event = dict(fn=classify, inputs=text, outputs=[label, timing], concurrency_limit=workers)
             button.click(api_name="predict", **event)
-            text.submit(api_name=False, **event)
+            text.submit(api_visibility="private", **event)  # Enter in the box: same endpoint, not a second API
         with gr.Tab("Batch"):
             gr.Markdown(f"Upload a .csv (with a text column) or a .txt (one review per line), up to {MAX_FILE_SIZE}; "
                         "get it back with label, confidence and per-class probabilities.")
@@ -147,6 +153,29 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def check_host(host: str, port: int = 0) -> None:
+    """One line naming --host when it does not resolve to an address of this machine's families."""
+    try:
+        socket.getaddrinfo(host, port or None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError, OverflowError) as exc:
+        raise EdgesentError(f"--host {host!r} cannot be resolved ({getattr(exc, 'strerror', None) or exc}); "
+                            "use an IP address such as 127.0.0.1 or a name this machine resolves") from None
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            return all(ipaddress.ip_address(info[4][0]).is_loopback for info in socket.getaddrinfo(host, None))
+        except (OSError, ValueError):
+            return False
 
 
 def parse_auth(auth: str | None) -> tuple[str, str] | None:
@@ -175,10 +204,20 @@ def launch_app(demo, host: str = "127.0.0.1", port: int = 0, auth: str | None = 
 def demo_cli(artifact: str | os.PathLike, host: str = "127.0.0.1", port: int = 7860, auth: str | None = None,
              model: str | None = None, engine: str | None = None) -> Any:
     """`edgesent demo`: serve the app until Ctrl-C."""
+    from edgesent.quiet import quiet_libraries
+
+    quiet_libraries()
     parse_auth(auth)  # fail before loading anything
+    check_host(host, port)
+    if not 0 <= port <= 65535:
+        raise EdgesentError(f"--port must be between 0 and 65535, got {port}")
     demo = build_app(artifact, model=model, engine=engine)
     port = port or free_port(host)
-    reach = "this machine only" if host in ("127.0.0.1", "localhost") else f"every client that can reach {host}"
+    loopback = is_loopback(host)
+    if not loopback:
+        print(f"warning: --host {host} makes the app reachable from the network (anyone who can reach this machine "
+              "can use it); keep 127.0.0.1 unless you mean that, and consider --auth", file=sys.stderr, flush=True)
+    reach = "this machine only" if loopback else f"every client that can reach {host}"
     print(f"serving {demo.edgesent_classifier.model_file} of {artifact} at http://{host}:{port} "
           f"(reachable from {reach}); Ctrl-C stops", flush=True)
     return launch_app(demo, host=host, port=port, auth=auth)

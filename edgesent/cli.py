@@ -22,7 +22,27 @@ import typer
 
 from edgesent import options as O
 
+
+class _NoBoolHelp:
+    """`--help` is a flag: show it without typer's `<bool>` metavar, like our own flags."""
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class _Group(_NoBoolHelp, typer.core.TyperGroup):
+    pass
+
+
+class _Command(_NoBoolHelp, typer.core.TyperCommand):
+    pass
+
+
 app = typer.Typer(
+    cls=_Group,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -72,7 +92,7 @@ def _command(name: str, model: type[O.Options], run, doc: str) -> None:
     command.__signature__ = inspect.Signature(params)
     command.__doc__ = doc
     command.__name__ = name
-    app.command(name)(command)
+    app.command(name, cls=_Command)(command)
 
 
 # --------------------------------------------------------------------------------------------
@@ -96,7 +116,8 @@ def _predict(o: O.PredictOptions) -> None:
     from edgesent.scoring import predict_cli
 
     predict_cli(o.artifact, o.texts or [], file=o.file, column=o.column, out=o.out, model=o.model,
-                threads=o.threads, batch_size=o.batch_size, engine=o.engine)
+                threads=o.threads, batch_size=o.batch_size, engine=o.engine, overwrite=o.overwrite,
+                prefix=o.prefix)
 
 
 def _demo(o: O.DemoOptions) -> None:
@@ -158,8 +179,24 @@ def main(argv: list[str] | None = None) -> None:
     if debug:
         os.environ["EDGESENT_DEBUG"] = "1"  # stages read it to let library logs through
     try:
+        from typer._click import exceptions as click_errors  # typer >= 0.22 vendors click
+    except ImportError:  # pragma: no cover - older typer on click
+        from click import exceptions as click_errors
+
+    try:
         if not _fast_predict(args):
-            app(args=args, prog_name="edgesent", standalone_mode=True)
+            code = app(args=args, prog_name="edgesent", standalone_mode=False)
+            if isinstance(code, int) and code:
+                sys.exit(code)
+    except click_errors.NoArgsIsHelpError as exc:
+        print(exc.ctx.get_help())
+        sys.exit(2)
+    except click_errors.UsageError as exc:  # a value of the wrong type, a missing argument: one line too
+        if debug:
+            raise
+        where = " ".join(["edgesent", *([exc.ctx.info_name] if exc.ctx is not None and exc.ctx.parent else [])])
+        print(f"error: {' '.join(exc.format_message().split())} (see {where} --help)", file=sys.stderr)
+        sys.exit(exc.exit_code)
     except EdgesentError as exc:
         if debug:
             raise

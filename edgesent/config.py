@@ -361,6 +361,8 @@ def validate_recipe(data: Any, source: str = "recipe") -> Recipe:
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read, override and validate a recipe file; raise RecipeError with one line on any problem."""
     path = Path(path)
+    if path.is_dir():
+        raise RecipeError(f"{path} is a folder, not a recipe file; give a YAML file such as {path}/recipe.yaml")
     if not path.is_file():
         raise RecipeError(f"recipe file not found: {path}")
     try:
@@ -379,6 +381,19 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     if isinstance(data, dict):
         data = apply_overrides(data, overrides)
     return validate_recipe(data, str(path))
+
+
+def with_absolute_paths(recipe: Recipe) -> Recipe:
+    """Local model/data/teacher paths made absolute (a run's recipe.yaml then works from any folder); hub ids kept."""
+    def absolute(value: str | None) -> str | None:
+        return str(Path(value).expanduser().resolve()) if value and Path(value).expanduser().exists() else value
+
+    data = {k: absolute(getattr(recipe.data, k)) for k in ("dataset", "train_file", "validation_file", "test_file")}
+    update = {"model": recipe.model.model_copy(update={"name_or_path": absolute(recipe.model.name_or_path)}),
+              "data": recipe.data.model_copy(update=data)}
+    if recipe.distill is not None:
+        update["distill"] = recipe.distill.model_copy(update={"teacher": absolute(recipe.distill.teacher)})
+    return recipe.model_copy(update=update)
 
 
 def save_recipe(recipe: Recipe, path: str | Path, header: str | None = None) -> Path:

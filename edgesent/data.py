@@ -251,6 +251,15 @@ def looks_like_path(source: str) -> bool:
     return source.startswith((".", "/", "~")) or Path(source).suffix.lower() in SUFFIXES + TEXT_SUFFIXES
 
 
+def advice_for(exc: DataError, option: str, columns: str = "text/label") -> DataError:
+    """The same error with advice for a command option (bench --data, export --eval-data) instead of recipe keys."""
+    message = (str(exc).replace("set data.text_column/label_column", f"rename the columns of {option} to {columns}")
+               .replace("point data.dataset at a local folder (e.g. --set data.dataset=/path/with/train.parquet)",
+                        f"pass a local folder or file as {option}")
+               .replace("; set data.train_file", ""))
+    return type(exc)(message)
+
+
 def _hub_error(source: str, exc: BaseException) -> DataError:
     return hub_error(source, exc, "point data.dataset at a local folder (e.g. --set data.dataset=/path/with/train.parquet)",
                      DataError)

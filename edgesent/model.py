@@ -115,6 +115,10 @@ def load_config(name_or_path: str, trust_remote_code: bool = False, **kwargs):
         raise _hub_error(name_or_path, exc) from None
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
+                   "tokenizer.model", "sentencepiece.bpe.model")
+
+
 def load_tokenizer(name_or_path: str, pad_token: str | None = None, trust_remote_code: bool = False):
     """A fast tokenizer with a pad token and right padding."""
     from transformers import AutoTokenizer
@@ -126,9 +130,11 @@ def load_tokenizer(name_or_path: str, pad_token: str | None = None, trust_remote
             raise ModelError(f"model folder not found: {folder}")
         if not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "config.json")):
             raise ModelError(f"{folder} holds no model (no config.json) and no tokenizer (no tokenizer.json)")
+        if not any((folder / f).is_file() for f in TOKENIZER_FILES):
+            raise ModelError(f"{folder} has no tokenizer files (tokenizer.json); copy them from the base model's folder")
     try:
         tok = AutoTokenizer.from_pretrained(name_or_path, use_fast=True, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, TypeError) as exc:
         if is_local(name_or_path):
             raise ModelError(f"cannot load a tokenizer from {name_or_path}: {first_line(exc)}") from None
         raise _hub_error(name_or_path, exc) from None
@@ -380,9 +386,11 @@ def load_model_dir(path: str | os.PathLike, allow_pickle: bool = False, trust_re
             raise ModelError(f"{path}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
     else:
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(
-                path, use_safetensors=None if allow_pickle else True, trust_remote_code=trust_remote_code
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                path, use_safetensors=None if allow_pickle else True, trust_remote_code=trust_remote_code,
+                output_loading_info=True,
             )
+            model.edgesent_missing_keys = list(info.get("missing_keys") or [])  # export refuses a random head
         except OSError as exc:
             if is_local(str(path)):
                 raise ModelError(f"cannot load weights from {path}: {first_line(exc)}") from None

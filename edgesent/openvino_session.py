@@ -97,6 +97,8 @@ class OpenVinoSession:
             raise ArtifactError(f"{self.path.name} declares inputs {sorted(self.inputs)}; edgesent feeds "
                                 f"{', '.join(FEEDABLE)} only")
         self.output = self.compiled.outputs[0]
+        width = self.output.get_partial_shape()[-1]
+        self.classes = width.get_length() if width.is_static else None  # output width when the graph fixes it
         self.request = self.compiled.create_infer_request()
         self.max_tokens = max_tokens(self.path.parent)
 

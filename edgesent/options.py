@@ -106,11 +106,13 @@ class ExportOptions(Options):
     openvino: bool = Opt(False, 'Also write an OpenVINO INT8 model (NNCF static, gated on accuracy; '
                                 'needs pip install "edgesent[openvino]").')
     calibration: int = Opt(256, "Calibration texts for --static and --openvino.", ge=1, le=100_000)
-    max_drop: float = Opt(0.5, "Largest accepted INT8 accuracy drop, in points.", le=100)
+    max_drop: float = Opt(0.5, "Largest accepted INT8 accuracy drop, in points.", ge=0, le=100)
     eval_data: str | None = Opt(None, "Data (file/folder/hub id) for the accuracy gate.")
     eval_limit: int | None = Opt(None, "Evaluate the gate on at most N texts.", ge=1)
     out: Path | None = Opt(None, "Artifact folder (default: <run>/artifact).")
     overwrite: bool = Opt(False, "Replace an existing artifact folder.")
+    random_head_ok: bool = Opt(False, "Export even if the classification head was never trained (random; for "
+                                      "speed work on architecture-only folders).")
 
     _paths = field_validator("source", "eval_data", mode="before")(_text)
 
@@ -189,10 +191,13 @@ class PredictOptions(Options):
     column: str = Opt("text", "Text column of --file.", min_length=1)
     out: Path | None = Opt(None, "Write scores here (.parquet/.csv/.jsonl).")
     model: str | None = Opt(None, "int8, fp32, fp16 (bf16 with openvino) or a file name.")
-    threads: int | None = Opt(None, "Engine threads (default: one per core).")
+    threads: int | None = Opt(None, "Engine threads (default: one per core; capped at the cores).", ge=1)
     batch_size: int = Opt(32, "Texts per batch.", ge=1, le=4096)
     engine: Literal["onnxruntime", "openvino"] | None = Opt(
         None, "onnxruntime or openvino (default: the artifact's, set by export --openvino).")
+    overwrite: bool = Opt(False, "Replace an existing --out file.")
+    prefix: str = Opt("", "Prefix for the added columns (e.g. pred_ -> pred_label), to keep input columns "
+                          "named label, confidence, prob_* or empty.", pattern=r"^[\w.-]*$")
 
 
 class DemoOptions(Options):

@@ -54,7 +54,8 @@ class Classifier:
     """A sentiment classifier served from an artifact folder with onnxruntime.
 
     `model` picks the ONNX file: "int8", "fp32", "fp16" or a file name; by default INT8 when the
-    artifact has one, else fp32. `threads` sets onnxruntime's intra-op threads (None = one per core).
+    artifact has one, else fp32. `threads` sets onnxruntime's intra-op threads (None = one per core; at
+    least 1, capped at the usable cores by `machine.check_threads`).
     `providers` defaults to CPU; pass e.g. ["CUDAExecutionProvider", "CPUExecutionProvider"] for GPU.
     `engine` is "onnxruntime" or "openvino" (None: the manifest's default, see the module docstring);
     with OpenVINO, `model` "bf16" runs the fp32 file with OpenVINO's bf16 precision hint.
@@ -80,8 +81,16 @@ class Classifier:
             raise ArtifactError(f"{self.artifact_dir}/{art.MANIFEST} has a bad 'preprocessing' block: {exc}") from None
         self._labels = [str(x) for x in self._manifest["labels"]]
 
+        from edgesent.machine import check_threads
+
+        threads = check_threads(threads, "threads")  # < 1 refused, more than the cores capped (with a note)
         self.hint = "bf16" if model == "bf16" else "f32"
         self.session = open_session(self.engine, self.artifact_dir / self._model_file, threads, providers, self.hint)
+        width = self.session.classes
+        if isinstance(width, int) and width != len(self._labels):
+            raise ArtifactError(f"{self.artifact_dir}/{art.MANIFEST} lists {len(self._labels)} labels "
+                                f"({', '.join(self._labels)}) but {self._model_file} outputs {width} classes; "
+                                "re-export the artifact")
         self._load_seconds = time.perf_counter() - start
 
     # ----------------------------------------------------------------------------------------

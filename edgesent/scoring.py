@@ -2,11 +2,21 @@
 
 Files (.csv, .jsonl, .parquet, .txt) are read and written CHUNK_ROWS rows at a time, so memory
 stays flat for any file size; every input column is kept and label, confidence, prob_<label> and
-empty are added. Output goes to a temporary name and is renamed into place when complete.
+empty are added (with `--prefix`, e.g. pred_label, so gold `label` columns can stay).
+
+No silent data loss:
+- an input column named like an added column is refused (never replaced); `--prefix` renames the
+  added ones (a prefix rather than a column rename: gold labels keep their name for evaluation);
+- an existing `--out` is refused unless `--overwrite` (as `export` does);
+- output goes to a temporary name in the target's folder and is moved into place when complete;
+  a lock file `.<out>.lock`, created with O_EXCL, makes a second concurrent run to the same `--out`
+  fail at once with one line; without `--overwrite` the final move is `os.link` (fails if the
+  target appeared meanwhile), so the result is always one run's complete file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -19,8 +29,7 @@ from edgesent.runtime import Classifier
 
 FILE_FORMATS = (".csv", ".jsonl", ".parquet", ".txt")
 CHUNK_ROWS = 1024
-
-
+CSV_FIELD_LIMIT = 2**31 - 1  # the csv module's default cap is 131,072 characters per field
 
 
 def _decode_lines(path: Path) -> Iterator[tuple[int, str, int]]:
@@ -56,6 +65,7 @@ def _chunks_txt(path: Path, column: str, progress) -> Iterator[tuple[dict[str, l
 def _chunks_csv(path: Path, column: str, progress) -> Iterator[tuple[dict[str, list], list[str]]]:
     import csv
 
+    csv.field_size_limit(CSV_FIELD_LIMIT)
     sizes: list[int] = []
 
     def lines():
@@ -138,15 +148,44 @@ def _chunks_parquet(path: Path, column: str, progress) -> Iterator[tuple[dict[st
 
 
 class _Writer:
-    """Appends scored chunks to a temporary file; `close()` renames it into place (atomic output)."""
+    """Appends scored chunks to a temporary file; `close(True)` moves it into place (atomic output).
 
-    def __init__(self, out: Path):
+    `open()` takes the lock `.<out>.lock` with O_EXCL (a lock left by a dead process is taken over),
+    so two runs to one `--out` never interleave; see the module docstring.
+    """
+
+    def __init__(self, out: Path, overwrite: bool = False):
         self.out = out
+        self.overwrite = overwrite
         self.tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+        self.lock = out.with_name(f".{out.name}.lock")
         self.kind = out.suffix.lower()
+        self._locked = False
         self._fh = None
         self._csv = None
         self._parquet = None
+
+    def open(self) -> None:
+        for _ in range(2):
+            try:
+                fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if _lock_owner_alive(self.lock):
+                    raise DataError(f"--out {self.out} is being written by another edgesent predict (lock "
+                                    f"{self.lock}); wait for it or choose another --out") from None
+                with contextlib.suppress(FileNotFoundError):
+                    self.lock.unlink()  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f"{os.getpid()}\n")
+            self._locked = True
+            self.tmp.unlink(missing_ok=True)  # a leftover of a killed run with our pid: ours now, under the lock
+            break
+        else:
+            raise DataError(f"cannot lock --out {self.out} ({self.lock}); choose another --out")
+        if self.out.exists() and not self.overwrite:
+            self.close(ok=False)
+            raise DataError(f"--out {self.out} already exists; pass --overwrite to replace it or choose another --out")
 
     def write(self, cols: dict[str, list]) -> None:
         if self.kind == ".parquet":
@@ -161,7 +200,8 @@ class _Writer:
             self._parquet.write_table(table)
             return
         if self._fh is None:
-            self._fh = open(self.tmp, "w", encoding="utf-8", newline="")
+            fd = os.open(self.tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            self._fh = open(fd, "w", encoding="utf-8", newline="")
         rows = [dict(zip(cols, values, strict=True)) for values in zip(*cols.values(), strict=True)]
         if self.kind == ".csv":
             import csv
@@ -177,14 +217,63 @@ class _Writer:
                 self._fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
 
     def close(self, ok: bool) -> None:
-        if self._parquet is not None:
-            self._parquet.close()
-        if self._fh is not None:
-            self._fh.close()
-        if ok and self.tmp.exists():
-            os.replace(self.tmp, self.out)
-        elif self.tmp.exists():
-            self.tmp.unlink()
+        try:
+            if self._parquet is not None:
+                self._parquet.close()
+            if self._fh is not None:
+                self._fh.close()
+            if ok and self.tmp.exists():
+                if self.overwrite:
+                    os.replace(self.tmp, self.out)
+                else:
+                    try:
+                        os.link(self.tmp, self.out)  # atomic and never replaces a file that appeared meanwhile
+                    except FileExistsError:
+                        raise DataError(f"--out {self.out} appeared while scoring; pass --overwrite to replace it "
+                                        "or choose another --out") from None
+                    except OSError:  # a file system without hard links: the lock still guards the move
+                        if self.out.exists():
+                            raise DataError(f"--out {self.out} appeared while scoring; pass --overwrite") from None
+                        os.replace(self.tmp, self.out)
+        finally:
+            self.tmp.unlink(missing_ok=True)
+            if self._locked:
+                self.lock.unlink(missing_ok=True)
+                self._locked = False
+
+
+def _lock_owner_alive(lock: Path) -> bool:
+    """Whether the process whose pid is in `lock` still runs (an unreadable or fresh lock counts as alive)."""
+    try:
+        text = lock.read_text().strip()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    if not text.isdigit():
+        with contextlib.suppress(OSError):
+            return time.time() - lock.stat().st_mtime < 5  # being written this instant
+        return False
+    try:
+        os.kill(int(text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def output_columns(labels: list[str], prefix: str = "") -> list[str]:
+    """The columns `predict --file` adds, in order."""
+    return [f"{prefix}{name}" for name in ("label", "confidence", *(f"prob_{x}" for x in labels), "empty")]
+
+
+def _check_columns(file: Path, names, added: list[str], prefix: str) -> None:
+    clash = [name for name in names if name in added]
+    if clash:
+        hint = "another --prefix" if prefix else "--prefix pred_ (adds pred_label, pred_confidence, ...)"
+        raise DataError(f"{file} has a column '{clash[0]}', which predict would add; it is never replaced: "
+                        f"rename the column or pass {hint}")
 
 
 def default_out(file: Path) -> Path:
@@ -193,24 +282,32 @@ def default_out(file: Path) -> Path:
 
 
 def predict_file(clf: Classifier, file: str | os.PathLike, out: str | os.PathLike | None = None, column: str = "text",
-                 batch_size: int = 32) -> tuple[Path, int, dict[str, int]]:
+                 batch_size: int = 32, overwrite: bool = False, prefix: str = "",
+                 name: str | None = None) -> tuple[Path, int, dict[str, int]]:
     """Score every row of `file` and write its columns + label, confidence, prob_<label>, empty to `out`.
 
-    Returns (out path, rows, label counts). Reads and writes CHUNK_ROWS rows at a time.
+    Returns (out path, rows, label counts). Reads and writes CHUNK_ROWS rows at a time. Added
+    columns get `prefix`; an input column of the same name is refused, an existing `out` too unless
+    `overwrite`. `name` is how errors call the input file (the demo hides its temporary path).
     """
     from tqdm import tqdm
 
     file = Path(file)
+    shown = name or str(file)
     if not file.is_file():
-        raise DataError(f"input file not found: {file}")
+        raise DataError(f"input file not found: {shown}")
     kind = file.suffix.lower()
     if kind not in FILE_FORMATS:
-        raise DataError(f"cannot read {file}: use one of {', '.join(FILE_FORMATS)}")
+        raise DataError(f"cannot read {shown}: use one of {', '.join(FILE_FORMATS)}")
     out = Path(out) if out else default_out(file)
     if out.suffix.lower() not in (".csv", ".jsonl", ".parquet"):
         raise DataError(f"cannot write {out}: --out must end in .csv, .jsonl or .parquet")
     if out.resolve() == file.resolve():
         raise DataError(f"--out {out} would overwrite the input file")
+    if out.is_dir():
+        raise DataError(f"--out {out} is a folder; give a file name ending in .csv, .jsonl or .parquet")
+    if out.exists() and not overwrite:
+        raise DataError(f"--out {out} already exists; pass --overwrite to replace it or choose another --out")
     from edgesent.errors import check_writable
 
     check_writable(out.parent if str(out.parent) else Path("."))
@@ -225,30 +322,31 @@ def predict_file(clf: Classifier, file: str | os.PathLike, out: str | os.PathLik
             total, unit = None, "rows"
     else:
         total, unit = file.stat().st_size, "B"
-    counts = {name: 0 for name in clf.labels}
+    added = output_columns(clf.labels, prefix)
+    counts = {label: 0 for label in clf.labels}
     rows = 0
-    writer = _Writer(out)
+    writer = _Writer(out, overwrite=overwrite)
+    writer.open()
     ok = False
     try:
         with tqdm(total=total, unit=unit, unit_scale=unit == "B", desc=f"scoring {file.name}", disable=None,
                   file=sys.stderr) as progress:
             for cols, texts in reader(file, column, progress):
+                _check_columns(Path(shown), cols, added, prefix)
                 results = clf.predict(texts, batch_size=batch_size)
                 cols = dict(cols)
-                cols["label"] = [r["label"] for r in results]
-                cols["confidence"] = [r["confidence"] for r in results]
-                for name in clf.labels:
-                    cols[f"prob_{name}"] = [r["probs"][name] for r in results]
-                cols["empty"] = [r["empty"] for r in results]
+                values = [[r["label"] for r in results], [r["confidence"] for r in results],
+                          *([r["probs"][label] for r in results] for label in clf.labels), [r["empty"] for r in results]]
+                cols.update(zip(added, values, strict=True))
                 writer.write(cols)
                 rows += len(results)
                 for r in results:
                     counts[r["label"]] += 1
+        if rows == 0:
+            raise DataError(f"{shown} holds no rows to score")
         ok = True
     finally:
         writer.close(ok)
-    if rows == 0:
-        raise DataError(f"{file} holds no rows to score")
     return out, rows, counts
 
 
@@ -272,8 +370,15 @@ def format_table(texts: list[str], results: list[dict[str, Any]], labels: list[s
 
 def predict_cli(artifact: str | os.PathLike, texts: list[str], file: str | os.PathLike | None = None,
                 column: str = "text", out: str | os.PathLike | None = None, model: str | None = None,
-                threads: int | None = None, batch_size: int = 32, engine: str | None = None) -> None:
+                threads: int | None = None, batch_size: int = 32, engine: str | None = None, overwrite: bool = False,
+                prefix: str = "") -> None:
     """`edgesent predict`: print a table for TEXTS, or score --file into --out (`engine`: see Classifier)."""
+    from edgesent.errors import ArtifactError
+    from edgesent.machine import check_threads
+
+    if not os.path.exists(artifact):  # first: `predict "some text"` means the artifact was forgotten
+        raise ArtifactError(f"artifact folder not found: '{artifact}' (usage: edgesent predict ARTIFACT TEXT... "
+                            "or edgesent predict ARTIFACT --file PATH)")
     if texts and file:
         raise EdgesentError("give texts or --file, not both")
     if not texts and not file:
@@ -282,14 +387,18 @@ def predict_cli(artifact: str | os.PathLike, texts: list[str], file: str | os.Pa
         raise EdgesentError("--out needs --file (texts given on the command line are printed)")
     if batch_size < 1:
         raise EdgesentError(f"--batch-size must be at least 1, got {batch_size}")
+    threads = check_threads(threads, "--threads")
     if file is not None and not Path(file).is_file():
         raise DataError(f"input file not found: {file}")
+    if file is not None and out is not None and Path(out).exists() and not overwrite:
+        raise DataError(f"--out {out} already exists; pass --overwrite to replace it or choose another --out")
     clf = Classifier(artifact, model=model, threads=threads, engine=engine)
     if texts:
         print(format_table(texts, clf.predict(texts, batch_size=batch_size), clf.labels))
         return
     start = time.perf_counter()
-    path, rows, counts = predict_file(clf, file, out, column=column, batch_size=batch_size)
+    path, rows, counts = predict_file(clf, file, out, column=column, batch_size=batch_size, overwrite=overwrite,
+                                      prefix=prefix)
     seconds = time.perf_counter() - start
     summary = ", ".join(f"{name} {n}" for name, n in counts.items())
     print(f"scored {rows} rows with {clf.model_file} in {seconds:.1f} s ({rows / max(seconds, 1e-9):.0f} rows/s): "

@@ -53,6 +53,8 @@ class OnnxSession:
             raise ArtifactError(f"{self.path.name} declares inputs {sorted(self.inputs)}; edgesent feeds "
                                 f"{', '.join(FEEDABLE)} only")
         self.output = self.ort.get_outputs()[0].name
+        width = self.ort.get_outputs()[0].shape[-1]
+        self.classes = width if isinstance(width, int) else None  # output width when the graph fixes it
 
     def feed(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return feed_for(batch, self.inputs)

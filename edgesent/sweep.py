@@ -9,8 +9,14 @@ Decisions:
 
 - Storage. The study lives in SQLite (`<output_dir>/sweeps/<name>.db`, study name = recipe name)
   and is opened with `load_if_exists`, so running the same command again resumes it.
-  `--trials N` counts trials in total: finished trials (complete, pruned, failed) already in the
-  storage count towards N and only the rest are run.
+  `--trials N` counts trials in total: complete and pruned trials already in the storage count
+  towards N and only the rest are run. Failed trials do not count (a fixed problem is not "used up"
+  budget); one invocation stops after N failures, so a trial that always fails cannot loop forever.
+  A study whose categorical choices were edited in the recipe cannot be resumed (optuna's fixed
+  value space): one line says so before any trial runs.
+- Set-up errors. Before the first trial the base recipe's data is loaded and its tokenizer and
+  model folder are checked (`preflight`); a data path that cannot load or a bad model folder stops
+  the sweep at once with one line, instead of failing every trial.
 - Interrupted trials. A trial left RUNNING by a killed process (or failed by Ctrl+C) is marked
   FAIL with the user attribute `interrupted`, and its parameters are enqueued again
   (`study.enqueue_trial`), so it is retried as a new trial. Interrupted trials do not count
@@ -26,7 +32,7 @@ Decisions:
   the objective then raises `optuna.TrialPruned`.
 - Failures. Any exception inside a trial (out of memory, a combination the model rejects, ...)
   is caught, printed as one line, kept as the trial's `error` attribute with the traceback in
-  `trial-<n>-error.txt`, and the trial is recorded as FAIL; the sweep goes on.
+  `trial-<n>-error.txt`, and the trial is recorded as FAIL; the sweep goes on with another trial.
 - Trial recipe. Sampled values are set directly on the recipe data and validated with
   `config.validate_recipe`, not turned into `--set` text first (re-parsing it as YAML would change
   values such as the string choices 'yes' or 'null'). The trial recipe (sweep section removed, seed unchanged) is
@@ -47,7 +53,6 @@ import os
 import socket
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,27 +60,12 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from transformers import TrainerCallback
 
-from edgesent.config import Recipe, load_recipe, save_recipe, validate_recipe
+from edgesent.config import Recipe, load_recipe, validate_recipe
 from edgesent.errors import EdgesentError, RecipeError, atomic_write_text, check_writable
+from edgesent.sweep_report import SweepResult, describe, report
 
 METRICS = ("accuracy", "f1", "loss")
 SCALARS = (type(None), bool, int, float, str)
-
-
-@dataclass
-class SweepResult:
-    """What a sweep produced; `best_*` are None when no trial completed."""
-
-    study_name: str
-    storage: str
-    metric: str
-    finished: int
-    best_trial: int | None = None
-    best_value: float | None = None
-    best_params: dict[str, Any] = field(default_factory=dict)
-    best_recipe: Path | None = None
-    history_plot: Path | None = None
-    importances: dict[str, float] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,16 +205,52 @@ def recover_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorag
 
 
 def count_trials(study: optuna.Study) -> int:
-    """Trials that count towards --trials: finished ones (not interrupted) and live RUNNING ones."""
+    """Trials that count towards --trials: complete and pruned ones, and live RUNNING ones (not failed)."""
     n = 0
     for t in study.get_trials(deepcopy=False):
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
-            t.state == TrialState.FAIL and not t.user_attrs.get("interrupted")
-        ):
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
             n += 1
         elif t.state == TrialState.RUNNING and _owner_alive(t):
             n += 1
     return n
+
+
+def check_study_space(study: optuna.Study, space: dict, storage: str) -> None:
+    """Refuse to resume a study whose categorical choices (or a parameter's kind) the recipe changed."""
+    from optuna.distributions import CategoricalDistribution
+
+    for t in study.get_trials(deepcopy=False):
+        for key, dist in t.distributions.items():
+            p = space.get(key)
+            if p is None:
+                continue
+            was_categorical = isinstance(dist, CategoricalDistribution)
+            if was_categorical != (p.type == "categorical") or (
+                    was_categorical and tuple(dist.choices) != tuple(_label(c) for c in p.choices)):
+                old = list(dist.choices) if was_categorical else type(dist).__name__
+                new = list(p.choices) if p.type == "categorical" else p.type
+                raise RecipeError(
+                    f"sweep.space '{key}' changed since study '{study.study_name}' in {storage} started ({old} -> "
+                    f"{new}); optuna cannot resume a study whose space changed: restore the choices or pass "
+                    "a new --storage")
+
+
+def preflight(recipe: Recipe) -> None:
+    """Set-up errors stop the sweep before any trial: load the data, check the tokenizer and model folder
+    (skipped for the parts the search space itself varies)."""
+    from edgesent import archs
+    from edgesent import model as M
+    from edgesent.data import load_splits
+
+    space = recipe.sweep.space if recipe.sweep else {}
+    if not any(k.startswith("data.") and k.endswith(("dataset", "_file", "column", "labels")) for k in space):
+        load_splits(recipe)
+    m = recipe.model
+    if "model.name_or_path" not in space:
+        if M.is_local(m.name_or_path):
+            M.check_local_model_dir(Path(m.name_or_path).expanduser(), m.allow_pickle, need_weights=not m.random_init)
+        archs.arch_for(M.load_config(m.name_or_path, m.trust_remote_code))
+        M.load_tokenizer(m.name_or_path, m.pad_token, m.trust_remote_code)
 
 
 # --------------------------------------------------------------------------------------------
@@ -250,10 +276,6 @@ class PruningCallback(TrainerCallback):
         if self.trial.should_prune():
             self.pruned_at = state.global_step
             control.should_training_stop = True
-
-
-def _describe(values: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
 
 
 def make_objective(base: Recipe, metric: str, trials_dir: Path):
@@ -283,13 +305,13 @@ def make_objective(base: Recipe, metric: str, trials_dir: Path):
             message = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500]
             trial.set_user_attr("error", message)
             log = atomic_write_text(trials_dir / f"trial-{trial.number}-error.txt", traceback.format_exc())
-            print(f"trial {trial.number} failed ({_describe(values)}): {message} [traceback: {log}]", flush=True)
+            print(f"trial {trial.number} failed ({describe(values)}): {message} [traceback: {log}]", flush=True)
             return math.nan  # optuna records a nan objective as FAIL and goes on with the next trial
         trial.set_user_attr("seconds", round(time.time() - start, 1))
         if callback.pruned_at is not None:
-            print(f"trial {trial.number} pruned at step {callback.pruned_at} ({_describe(values)})", flush=True)
+            print(f"trial {trial.number} pruned at step {callback.pruned_at} ({describe(values)})", flush=True)
             raise optuna.TrialPruned()
-        print(f"trial {trial.number}: validation {metric} {value:.4f} ({_describe(values)}) "
+        print(f"trial {trial.number}: validation {metric} {value:.4f} ({describe(values)}) "
               f"in {time.time() - start:.0f}s", flush=True)
         return value
 
@@ -335,6 +357,8 @@ def run_sweep(
             f"{trials_dir} holds trial folders but study '{recipe.name}' in {storage} is new; "
             "remove the folder, pass the study's --storage, or rename the recipe"
         )
+    check_study_space(study, recipe.sweep.space, storage)
+    preflight(recipe)
     retried = recover_interrupted(study, backend)
     if retried:
         print(f"re-running interrupted trial(s) {', '.join(map(str, retried))} with the same parameters")
@@ -347,8 +371,22 @@ def run_sweep(
     study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
     study.pruner = _pruner(recipe.sweep.pruner)
     if todo:
-        study.optimize(make_objective(recipe, metric, trials_dir), n_trials=todo, timeout=timeout)
+        failed_before = _failed(study)
+
+        def enough(study: optuna.Study, trial: FrozenTrial) -> None:  # failed trials do not count (up to N of them)
+            if count_trials(study) >= trials:
+                study.stop()
+            elif _failed(study) - failed_before >= trials:
+                print(f"stopping: {trials} trial(s) failed in this run", flush=True)
+                study.stop()
+
+        study.optimize(make_objective(recipe, metric, trials_dir), n_trials=2 * todo + trials, timeout=timeout,
+                       callbacks=[enough])
     return report(study, storage, metric, sweeps_dir, seed)
+
+
+def _failed(study: optuna.Study) -> int:
+    return sum(t.state == TrialState.FAIL and not t.user_attrs.get("interrupted") for t in study.get_trials(deepcopy=False))
 
 
 def _pruner(kind: str) -> optuna.pruners.BasePruner:
@@ -357,108 +395,6 @@ def _pruner(kind: str) -> optuna.pruners.BasePruner:
     if kind == "successive_halving":
         return optuna.pruners.SuccessiveHalvingPruner()
     return optuna.pruners.NopPruner()
-
-
-# --------------------------------------------------------------------------------------------
-# Report: table, importances, history plot, best recipe
-
-
-def report(study: optuna.Study, storage: str, metric: str, sweeps_dir: Path, seed: int = 0) -> SweepResult:
-    """Print the top trials and importances; write the history plot and the best recipe."""
-    trials = study.get_trials(deepcopy=False)
-    finished = [t for t in trials if t.state.is_finished() and not t.user_attrs.get("interrupted")]
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    result = SweepResult(study.study_name, storage, metric, finished=len(finished))
-    states = {s.name.lower(): sum(t.state == s for t in finished) for s in (TrialState.COMPLETE, TrialState.PRUNED,
-                                                                           TrialState.FAIL)}
-    print(f"{len(finished)} finished trial(s): " + ", ".join(f"{n} {s}" for s, n in states.items()))
-    if not complete:
-        errors = [t.user_attrs["error"] for t in finished if "error" in t.user_attrs]
-        raise EdgesentError(
-            f"no trial of study '{study.study_name}' completed" + (f"; last error: {errors[-1]}" if errors else "")
-        )
-
-    best = study.best_trial
-    _print_table(complete, metric, maximise=study.direction == optuna.study.StudyDirection.MAXIMIZE)
-    result.importances = _importances(study, seed)
-    if result.importances:
-        print("parameter importances: " + ", ".join(f"{k} {v:.2f}" for k, v in result.importances.items()))
-    result.history_plot = plot_history(study, metric, sweeps_dir / f"{study.study_name}_history.png")
-    result.best_recipe = write_best_recipe(best, storage, study.study_name, metric, sweeps_dir)
-    result.best_trial, result.best_value, result.best_params = best.number, best.value, dict(best.params)
-    print(f"best: trial {best.number}, validation {metric} {best.value:.4f}; recipe {result.best_recipe}; "
-          f"history {result.history_plot}")
-    return result
-
-
-def _print_table(complete: list[FrozenTrial], metric: str, maximise: bool, top: int = 10) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    ranked = sorted(complete, key=lambda t: t.value, reverse=maximise)[:top]
-    table = Table(title=f"top {len(ranked)} trials by validation {metric}")
-    for column in ("trial", metric, "seconds", "parameters"):
-        table.add_column(column)
-    for t in ranked:
-        table.add_row(str(t.number), f"{t.value:.4f}", str(t.user_attrs.get("seconds", "")), _describe(t.params))
-    Console(width=160).print(table)
-
-
-def _importances(study: optuna.Study, seed: int) -> dict[str, float]:
-    """fANOVA-style importances; empty when there is too little to compare (under 2 complete trials)."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if len(complete) < 2:
-        return {}
-    try:
-        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
-        return {k: float(v) for k, v in optuna.importance.get_param_importances(study, evaluator=evaluator).items()}
-    except (ValueError, RuntimeError, ZeroDivisionError):  # e.g. a parameter never varied
-        return {}
-
-
-def plot_history(study: optuna.Study, metric: str, path: Path) -> Path:
-    """Each complete trial's score and the best so far, by trial number."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
-    pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
-    xs = [t.number for t in complete]
-    ys = [t.value for t in complete]
-    best = [pick(ys[: i + 1]) for i in range(len(ys))]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(xs, ys, "o", label="trial")
-    ax.step(xs, best, where="post", color="tab:red", label="best so far")
-    pruned_points = [(t.number, t.intermediate_values[max(t.intermediate_values)]) for t in pruned if t.intermediate_values]
-    if pruned_points:
-        ax.plot(*zip(*pruned_points, strict=True), "x", color="grey", label="pruned (last report)")
-    ax.set_xlabel("trial")
-    ax.set_ylabel(f"validation {metric}")
-    ax.set_title(f"sweep {study.study_name}")
-    ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
-
-
-def write_best_recipe(best: FrozenTrial, storage: str, study_name: str, metric: str, sweeps_dir: Path) -> Path:
-    """The best trial's recipe (sweep section removed) with a header saying where it came from."""
-    recipe = validate_recipe(best.user_attrs["recipe"], f"trial {best.number} recipe")
-    path = sweeps_dir / f"{study_name}_best.yaml"
-    header = (
-        f"Best trial of edgesent sweep study '{study_name}' (storage {storage}).\n"
-        f"Trial {best.number}: validation {metric} = {best.value:.6f}; run folder {best.user_attrs.get('run_dir')}\n"
-        f"Parameters: {_describe(best.params)}\n"
-        f"Reproduce it: edgesent train {path}"
-    )
-    return save_recipe(recipe, path, header=header)
 
 
 # --------------------------------------------------------------------------------------------
@@ -472,5 +408,8 @@ def sweep_cli(
     overrides: list[str] | None = None,
 ) -> SweepResult:
     """`edgesent sweep RECIPE --trials N ...`: load the recipe (with --set overrides) and sweep."""
+    from edgesent.quiet import quiet_libraries
+
+    quiet_libraries()
     recipe = load_recipe(recipe_path, overrides)
     return run_sweep(recipe, trials=trials, timeout=timeout, storage=storage, metric=metric, seed=seed)

@@ -16,9 +16,8 @@ Decisions:
 - The final model is written under a temporary name and renamed (`errors.atomic_dir`), so a
   killed run never leaves a half-written `model/`. `--resume` picks the newest run of the recipe
   that has a checkpoint but no `metrics.json` (i.e. did not finish).
-- Reported metrics: accuracy, and precision/recall/F1 of the positive class for two labels (macro
-  averages for more), from scikit-learn; test also gets the confusion matrix and the full
-  classification report.
+- Reported metrics: accuracy, and precision/recall/F1 of the positive class for two labels (macro averages
+  for more), from scikit-learn; test also gets the confusion matrix and the full classification report.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ from datetime import datetime
 from pathlib import Path
 
 from edgesent import distill
-from edgesent.config import Recipe, load_recipe, save_recipe
+from edgesent.config import Recipe, load_recipe, save_recipe, with_absolute_paths
 from edgesent.errors import (
     DataError,
     EdgesentError,
@@ -42,7 +41,9 @@ from edgesent.errors import (
     atomic_write_text,
     check_writable,
 )
+from edgesent.machine import check_threads
 from edgesent.metrics import METRIC_NAMES, classification_metrics
+from edgesent.quiet import debug, interactive, quiet_libraries, quiet_trainer
 
 logger = logging.getLogger("edgesent")
 
@@ -251,6 +252,7 @@ def training_arguments(recipe: Recipe, checkpoints: Path, precision: str):
         include_num_input_tokens_seen="non_padding",
         report_to=[],
         save_safetensors=True,
+        **({} if debug() else {"disable_tqdm": not interactive()}),  # no bars in log files
     )
 
 
@@ -270,6 +272,7 @@ def _peak_memory_mb(device: str) -> float:
 
 def train(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool = False, callbacks=None) -> Path:
     """Train per `recipe`; return the run folder (recipe.yaml, tokenizer/, model/ or adapter/, metrics.json ...)."""
+    quiet_libraries()  # before torch/transformers load: some chatter comes at import time
     import torch
     from transformers import EarlyStoppingCallback, set_seed
 
@@ -278,11 +281,13 @@ def train(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool = F
 
     start = time.time()
     main = _is_main_process()
+    if out is not None and Path(out).is_file():
+        raise EdgesentError(f"--out {out} is a file, not a folder; choose a folder path for the run")
     check_writable(Path(out).parent if out is not None else recipe.output_dir)
     if recipe.model.trust_remote_code and main:
         print(f"warning: model.trust_remote_code is on: this runs Python code from '{recipe.model.name_or_path}'")
     if recipe.training.threads:
-        torch.set_num_threads(recipe.training.threads)
+        torch.set_num_threads(check_threads(recipe.training.threads, "training.threads"))
     precision = resolve_precision(recipe.training.precision)
 
     # Everything that can be refused is checked before the run folder exists.
@@ -319,7 +324,7 @@ def train(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool = F
     args = training_arguments(recipe, run_dir / "checkpoints", precision)  # may still refuse: before mkdir
     run_dir.mkdir(parents=True, exist_ok=True)
     if main:
-        save_recipe(recipe, run_dir / "recipe.yaml", header=f"Resolved recipe of this run. Reproduce: edgesent train {run_dir / 'recipe.yaml'}")
+        save_recipe(with_absolute_paths(recipe), run_dir / "recipe.yaml", header=f"Resolved recipe of this run. Reproduce: edgesent train {run_dir / 'recipe.yaml'}")
         tokenizer.save_pretrained(run_dir / "tokenizer")
 
     log_callback = _log_callback()
@@ -336,6 +341,7 @@ def train(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool = F
         callbacks=extra,
         head_lr_multiplier=m.head_lr_multiplier,
     )
+    quiet_trainer(trainer, METRIC_NAMES)
     device = str(args.device)
     with _log_to(run_dir / "train.log") if main else contextlib.nullcontext():
         logger.info("run %s: %d train / %d validation / %d test rows, %s of %s parameters trainable, precision %s",

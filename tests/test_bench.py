@@ -206,8 +206,15 @@ def test_cuda_only_without_cuda_fails_with_one_line(artifact, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_every_cell_failing_is_an_error(artifact, tmp_path):
-    """seq_len beyond the model's positions fails every cell: one error line with the first cell's reason."""
+def test_every_cell_failing_is_an_error(artifact, tmp_path, monkeypatch):
+    """seq_len beyond the model's positions is refused before measuring (one line naming the limit); past that
+    check, every cell failing is one error line with the first cell's reason."""
+    with pytest.raises(EdgesentError, match=r"--seq-lens 600 exceeds the 518 positions of the model"):
+        bench(artifact, seq_lens=[32, 600], batch_sizes=[1], threads=[1], budget=0.05, out=tmp_path / "o", show=False,
+              isolate=False)
+    import edgesent.bench as B
+
+    monkeypatch.setattr(B, "check_seq_lens", lambda *a: None)
     with pytest.raises(EdgesentError) as caught:
         bench(artifact, seq_lens=[600], batch_sizes=[1], threads=[1], budget=0.05, out=tmp_path / "o", show=False,
               isolate=False)

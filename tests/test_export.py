@@ -300,10 +300,33 @@ def test_tampered_and_lfs_pointer_files_are_refused(int8_artifact, tmp_path):
         load_manifest(copy)
 
 
-def test_gate_falls_back_through_every_variant_then_keeps_fp32_only(trained_run, tmp_path):
+def _int8_predictions(monkeypatch, wrong: dict[int, int]):
+    """Make the n-th INT8 candidate scored by the gate (0-based) wrong on `wrong[n]` texts that fp32 gets
+    right, i.e. a variant that really disagrees with fp32 (the ONNX files themselves are real)."""
+    import edgesent.export.quantize as Q
+
+    real = Q.onnx_predictions
+    calls = {"candidate": 0}
+
+    def patched(path, preprocessor, texts, *args, **kwargs):
+        preds = np.asarray(real(path, preprocessor, texts, *args, **kwargs))
+        if Path(path).name.startswith(".candidate"):
+            n = wrong.get(calls["candidate"], 0)
+            calls["candidate"] += 1
+            preds = preds.copy()
+            preds[:n] = 1 - preds[:n]
+        return preds
+
+    monkeypatch.setattr(Q, "onnx_predictions", patched)
+
+
+def test_gate_falls_back_through_every_variant_then_keeps_fp32_only(trained_run, tmp_path, monkeypatch):
+    """Every variant is significantly worse than fp32 (20 of 40 texts flipped): each is tried, in table order,
+    then the artifact is written fp32-only and GateError raised."""
+    _int8_predictions(monkeypatch, {0: 20, 1: 20, 2: 20})
     out = tmp_path / "artifact"
-    with pytest.raises(GateError, match=r"INT8 accuracy gate failed.*fp32-only artifact") as info:
-        E.export(trained_run, out, int8=True, max_drop=-1, calibration=16, eval_limit=40)
+    with pytest.raises(GateError, match=r"INT8 accuracy gate failed.*significantly on 40 texts.*fp32-only artifact") as info:
+        E.export(trained_run, out, int8=True, max_drop=0.5, calibration=16, eval_limit=40)
     assert "\n" not in str(info.value)
     manifest = load_manifest(out)
     assert (out / "model.onnx").is_file() and not (out / "model.int8.onnx").exists()
@@ -311,10 +334,33 @@ def test_gate_falls_back_through_every_variant_then_keeps_fp32_only(trained_run,
     q = manifest["quantization"]
     assert [a["variant"] for a in q["attempts"]] == [
         "dynamic_per_channel", "dynamic_per_channel_keep_head_last_block", "static_qdq"]
-    assert all(not a["passed"] and a["drop_points"] is not None for a in q["attempts"])
+    assert all(not a["passed"] and a["drop_points"] > 0.5 and a["mcnemar_p"] < 0.05 for a in q["attempts"])
+    assert all(a["decision"].startswith("fail") for a in q["attempts"])
     assert q["attempts"][1]["excluded_nodes"] > 0 and q["attempts"][2]["calibration_texts"] == 16
-    assert q["winner"] is None and q["eval_size"] == 40
+    assert q["winner"] is None and q["eval_size"] == 40 and q["resolution_points"] == 15.0
     assert list(manifest["models"]) == ["model.onnx"]
+
+
+def test_gate_falls_back_only_past_a_significantly_worse_variant(trained_run, tmp_path, monkeypatch):
+    """The first variant disagrees on 20 of 40 texts (significant): the gate moves to the next, which agrees."""
+    _int8_predictions(monkeypatch, {0: 20})
+    q = load_manifest(E.export(trained_run, tmp_path / "a", int8=True, max_drop=0.5, calibration=16,
+                               eval_limit=40))["quantization"]
+    assert [a["variant"] for a in q["attempts"]] == ["dynamic_per_channel", "dynamic_per_channel_keep_head_last_block"]
+    assert not q["attempts"][0]["passed"] and q["winner"]["variant"] == "dynamic_per_channel_keep_head_last_block"
+
+
+def test_gate_does_not_fall_back_on_evidence_that_cannot_tell_variants_apart(trained_run, tmp_path, monkeypatch, capsys):
+    """32 texts, one flipped: a 3.1-point drop the paired test cannot tell from noise. The first variant is kept
+    (no fall back to a later one) and the manifest says what this gate can resolve (6 of 32 texts = 18.75 points)."""
+    _int8_predictions(monkeypatch, {0: 1, 1: 0, 2: 0})
+    out = E.export(trained_run, tmp_path / "a", int8=True, max_drop=0.5, calibration=16, eval_limit=32)
+    q = load_manifest(out)["quantization"]
+    [attempt] = q["attempts"]
+    assert attempt["variant"] == "dynamic_per_channel" and attempt["passed"]
+    assert attempt["drop_points"] == pytest.approx(3.125) and attempt["decision"].startswith("inconclusive")
+    assert q["resolution_points"] == 18.75 and "resolves accuracy differences of 18.75 points" in q["gate"]
+    assert "within noise" in capsys.readouterr().err
 
 
 def test_static_int8_and_fp16(trained_run, sentiment_data, tmp_path):
@@ -330,11 +376,12 @@ def test_static_int8_and_fp16(trained_run, sentiment_data, tmp_path):
     assert manifest["models"]["model.int8.onnx"]["scheme"] == "static"
 
 
-def test_cli_gate_failure_is_one_line_and_exit_code_3(trained_run, tmp_path, capsys):
+def test_cli_gate_failure_is_one_line_and_exit_code_3(trained_run, tmp_path, capsys, monkeypatch):
     from edgesent.cli import main
 
+    _int8_predictions(monkeypatch, {0: 20, 1: 20, 2: 20})
     with pytest.raises(SystemExit) as info:
-        main(["export", str(trained_run), "--int8", "--max-drop", "-1", "--eval-limit", "20", "--calibration", "8",
+        main(["export", str(trained_run), "--int8", "--max-drop", "0", "--eval-limit", "20", "--calibration", "8",
               "--out", str(tmp_path / "a")])
     assert info.value.code == 3
     err = capsys.readouterr().err.strip()

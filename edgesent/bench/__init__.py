@@ -43,7 +43,7 @@ from typing import Any
 
 from edgesent.bench.baseline import bench_data
 from edgesent.bench.inputs import labels_for, preprocessing_for
-from edgesent.bench.plan import file_bytes, plan_variants, resolve_target
+from edgesent.bench.plan import check_seq_lens, file_bytes, plan_variants, resolve_target
 from edgesent.bench.report import print_summary, progress_bar, write_outputs
 from edgesent.bench.timing import MAX_RUNS, WARMUP_RUNS
 from edgesent.errors import EdgesentError, atomic_dir, check_writable
@@ -65,11 +65,16 @@ def bench(target: str | os.PathLike | None = None, *, isolate: bool = True, show
     # runpy warns when the package has already imported the module it is about to run
     from edgesent.bench.runners import RUNNERS
     from edgesent.bench.worker import THROUGHPUT_BATCH, WorkerSpec, run_worker
+    from edgesent.quiet import quiet_libraries
 
+    quiet_libraries()
     o = BenchOptions.parse(options, target=None if target is None else str(target))
     threads = usable_threads(o.threads)
     tgt = resolve_target(o.target)
+    check_seq_lens(tgt, o.seq_lens)
     out = o.out or (tgt.artifact or tgt.run) / f"bench-{datetime.now():%Y%m%d-%H%M%S}"
+    if out.exists():  # bench has no --overwrite: say so before measuring, not after
+        raise EdgesentError(f"--out {out} already exists; choose another --out (or remove it)")
     check_writable(out.parent)
     labels = labels_for(tgt)
     test, train = bench_data(o.data, o.split, o.limit, labels) if o.data else (None, None)

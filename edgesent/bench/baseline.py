@@ -25,9 +25,12 @@ def tfidf_baseline():
 
 def bench_data(data: str, split: str, limit: int | None, labels: list[str]):
     """(texts, labels) of the benchmarked split and, when the data has one, of the train split (for the baseline)."""
-    from edgesent.data import load_split
+    from edgesent.data import advice_for, load_split
 
-    test = load_split(data, split, limit=limit, labels=labels)
+    try:
+        test = load_split(data, split, limit=limit, labels=labels)
+    except DataError as exc:
+        raise advice_for(exc, "--data") from None
     if not len(test.texts):
         raise DataError(f"{data}: split '{split}' holds no rows")
     if split == "train" or Path(data).is_file():  # a single file is every split: fitting on it would be cheating

@@ -226,3 +226,24 @@ def file_bytes(target: Target, variant: Variant) -> int | None:
         folder = target.run / ("model" if (target.run / "model").is_dir() else "adapter")
         return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".bin"))
     return None
+
+
+def check_seq_lens(target: Target, seq_lens: list[int]) -> None:
+    """`--seq-lens` beyond the model's positions is one line before any measurement (not '-' cells)."""
+    import json
+    from types import SimpleNamespace
+
+    from edgesent.archs import ARCHS
+
+    for folder in (target.artifact, target.run and target.run / "model"):
+        config = folder / "config.json" if folder else None
+        if config is not None and config.is_file():
+            data = json.loads(config.read_text(encoding="utf-8"))
+            arch = ARCHS.get(str(data.get("model_type")))
+            limit = arch.max_tokens(SimpleNamespace(**data)) if arch else None
+            too_long = [n for n in seq_lens if limit is not None and n > limit]
+            if too_long:
+                raise ModelError(f"--seq-lens {','.join(map(str, too_long))} exceeds the {limit} positions of the model "
+                                 f"in {folder}; use at most {limit}")
+            return
+

@@ -71,11 +71,14 @@ def export(source: str | os.PathLike | None = None, out: str | os.PathLike | Non
     """
     opts = ExportOptions.parse(options, source=source, out=out)
     int8 = opts.int8 or opts.static
+    from edgesent.quiet import quiet_libraries
+
+    quiet_libraries()
     if opts.openvino:
         from edgesent.openvino_session import import_openvino
 
         import_openvino()  # without the extra: one line naming it, before any work
-    src = resolve_source(opts.source)
+    src = resolve_source(opts.source, random_head_ok=opts.random_head_ok)
     final = (opts.out.expanduser() if opts.out is not None else default_out(src)).resolve()
     if final.exists() and not opts.overwrite:
         raise EdgesentError(f"{final} already exists (pass --overwrite or choose another --out)")

@@ -60,8 +60,13 @@ def find_latest_run(root: str | os.PathLike = "exports") -> Path:
     return max(candidates, key=lambda p: p.stat().st_mtime)
 
 
-def resolve_source(source: str | os.PathLike | None) -> Source:
-    """Load the model to export from a run folder, a HF folder or a hub id (None: newest run)."""
+def resolve_source(source: str | os.PathLike | None, random_head_ok: bool = False) -> Source:
+    """Load the model to export from a run folder, a HF folder or a hub id (None: newest run).
+
+    A folder or hub model whose classification head is not in its checkpoint (a base or
+    sentence-transformers model: transformers initialises the head at random) is refused unless
+    `random_head_ok`: its artifact would predict noise. Run folders were trained by edgesent.
+    """
     from edgesent import model as M
 
     path = find_latest_run() if source is None else Path(source).expanduser()
@@ -75,15 +80,51 @@ def resolve_source(source: str | os.PathLike | None) -> Source:
         ref, kind = str(source), "hub"
     else:
         raise ModelError(f"export source not found: {source}")
-    return _load_model_source(ref, kind)
+    return _load_model_source(ref, kind, random_head_ok)
 
 
-def _load_model_source(ref: str, kind: str) -> Source:
+def _check_weights(path: Path) -> None:
+    """Export's own advice for folders without usable weights (the recipe keys train suggests do not apply)."""
+    from edgesent import model as M
+
+    if any((path / f).is_file() for f in M.WEIGHT_FILES_SAFE):
+        return
+    if any((path / f).is_file() for f in M.WEIGHT_FILES_PICKLE):
+        raise ModelError(f"{path} has only pickled weights (pytorch_model.bin), which can run code when loaded; "
+                         "export reads safetensors only: convert them (save_pretrained(..., safe_serialization=True))")
+    raise ModelError(f"{path} has a config.json but no weights (model.safetensors); export needs trained weights: "
+                     "train a run on it (model.random_init: true in the recipe for random weights) and export the run")
+
+
+def check_head(model, ref: str, random_head_ok: bool) -> list[str]:
+    """Refuse a model whose head modules (archs.head_modules) were missing from its checkpoint.
+
+    Uses transformers' loading info (`edgesent_missing_keys`, set by `model.load_model_dir`), not
+    its warning text. Returns notes for the manifest.
+    """
+    from edgesent.archs import head_modules
+
+    heads = set(head_modules(model))
+    missing = [k for k in getattr(model, "edgesent_missing_keys", []) if k.split(".")[0] in heads]
+    if not missing:
+        return []
+    if not random_head_ok:
+        raise ModelError(f"{ref}: the classification head was never trained (its checkpoint lacks {missing[0]}; "
+                         "transformers would initialise it at random), so the artifact would predict noise; "
+                         "fine-tune it with `edgesent train` and export the run, or pass --random-head-ok "
+                         "if a random head is intended (speed work)")
+    return [f"random classification head ({', '.join(missing)} not in the checkpoint; --random-head-ok)"]
+
+
+def _load_model_source(ref: str, kind: str, random_head_ok: bool = False) -> Source:
     """A plain sequence classifier (folder or hub id): no recipe, so preprocessing takes the defaults."""
     from edgesent import model as M
     from edgesent.config import DataConfig
 
+    if kind == "folder":
+        _check_weights(Path(ref))
     torch_model = M.load_model_dir(ref)
+    notes = check_head(torch_model, ref, random_head_ok)
     tokenizer = M.load_tokenizer(ref)
     if torch_model.config.pad_token_id is None:
         torch_model.config.pad_token_id = tokenizer.pad_token_id
@@ -93,7 +134,8 @@ def _load_model_source(ref: str, kind: str) -> Source:
     data_cfg = DataConfig(labels=labels, max_length=max_length)
     return Source(kind=kind, ref=ref, model=torch_model, tokenizer=tokenizer, labels=labels,
                   preprocessor=make_preprocessor(tokenizer, data_cfg), pad_token=tokenizer.pad_token,
-                  base_model=ref, notes=[f"no recipe: preprocessing uses defaults (max_length {max_length}, head)"])
+                  base_model=ref, notes=[f"no recipe: preprocessing uses defaults (max_length {max_length}, head)",
+                                         *notes])
 
 
 def _load_run_source(run: Path) -> Source:
