@@ -135,6 +135,9 @@ class PredictOptions(Options):
     model: str | None = Opt(None, "int8, fp32, fp16 or a file name.")
     threads: int | None = Opt(None, "onnxruntime intra-op threads (default: one per core).")
     batch_size: int = Opt(32, "Texts per batch.", ge=1, le=4096)
+    engine: Literal["onnxruntime", "ray"] = Opt("onnxruntime", "Scoring engine; ray scores --file on Ray Data into the folder --out.")
+    ray_address: str | None = Opt(None, "With --engine ray: join this Ray cluster (default: start a local Ray).")
+    workers: int | None = Opt(None, "With --engine ray: scoring actors (default: CPUs / threads).", ge=1, le=100_000)
 
 
 class DemoOptions(Options):

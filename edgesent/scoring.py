@@ -187,6 +187,22 @@ class _Writer:
             self.tmp.unlink()
 
 
+def scored_columns(clf: Classifier, cols: dict[str, list], texts: list, batch_size: int = 32
+                   ) -> tuple[dict[str, list], list[dict[str, Any]]]:
+    """`cols` plus the output columns of every scorer (label, confidence, prob_<label>, empty) for `texts`.
+
+    Shared by `predict_file` and `edgesent.scoring_ray`, so both write the same columns.
+    """
+    results = clf.predict(texts, batch_size=batch_size)
+    cols = dict(cols)
+    cols["label"] = [r["label"] for r in results]
+    cols["confidence"] = [r["confidence"] for r in results]
+    for name in clf.labels:
+        cols[f"prob_{name}"] = [r["probs"][name] for r in results]
+    cols["empty"] = [r["empty"] for r in results]
+    return cols, results
+
+
 def default_out(file: Path) -> Path:
     suffix = ".csv" if file.suffix.lower() == ".txt" else file.suffix.lower()
     return file.with_name(f"{file.stem}.predictions{suffix}")
@@ -233,13 +249,7 @@ def predict_file(clf: Classifier, file: str | os.PathLike, out: str | os.PathLik
         with tqdm(total=total, unit=unit, unit_scale=unit == "B", desc=f"scoring {file.name}", disable=None,
                   file=sys.stderr) as progress:
             for cols, texts in reader(file, column, progress):
-                results = clf.predict(texts, batch_size=batch_size)
-                cols = dict(cols)
-                cols["label"] = [r["label"] for r in results]
-                cols["confidence"] = [r["confidence"] for r in results]
-                for name in clf.labels:
-                    cols[f"prob_{name}"] = [r["probs"][name] for r in results]
-                cols["empty"] = [r["empty"] for r in results]
+                cols, results = scored_columns(clf, cols, texts, batch_size)
                 writer.write(cols)
                 rows += len(results)
                 for r in results:
