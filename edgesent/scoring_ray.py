@@ -38,6 +38,7 @@ import shutil
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 from edgesent.errors import DataError, EdgesentError, check_writable, first_line
@@ -311,6 +312,7 @@ def score_with_ray(artifact: str | os.PathLike, file: str | os.PathLike, out: st
         ctx.enable_progress_bars = ctx.print_on_execution_start = ctx.enable_auto_log_stats = _debug()
         if not _debug():
             logging.getLogger("ray.data").setLevel(logging.ERROR)
+            warnings.filterwarnings("ignore", module=r"ray(\.|$)")  # e.g. "operator received 1 input"
         counter = _counter(ray)
         ds = read_dataset(files, kind, column, filesystem).repartition(target_num_rows_per_block=BLOCK_ROWS)
         ds = ds.map_batches(

@@ -354,6 +354,7 @@ def train(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool = F
             "seed": recipe.seed,
             "device": device,
             "precision": precision,
+            "world_size": args.world_size,  # processes (torchrun/accelerate); global batch = batch x accum x this
         }
         if trainer.is_world_process_zero():
             _save_model(trainer.model, run_dir, m.method, labels)
