@@ -239,7 +239,8 @@ def start_ray(address: str | None, cpus: int):
         with _quiet_core_worker():
             if address:
                 ray.init(address=address, **quiet)
-            else:
+            else:  # Ray renices its workers to 15 by default: on a busy box they would score at a crawl
+                os.environ.setdefault("RAY_worker_niceness", "0")
                 ray.init(num_cpus=cpus, **quiet)
     except Exception as exc:
         where = f"--ray-address {address}" if address else "a local Ray"

@@ -40,6 +40,7 @@ def artifact(model_factory, tmp_path_factory) -> Path:
 def local_ray():
     import logging
 
+    os.environ.setdefault("RAY_worker_niceness", "0")  # as scoring_ray.start_ray does for a local Ray
     ray.init(num_cpus=3, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     yield ray
     ray.shutdown()
