@@ -139,7 +139,21 @@ def main(argv: list[str] | None = None) -> None:
     a.json.parent.mkdir(parents=True, exist_ok=True)
     a.json.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2, default=str))
+    print(markdown(result))
     print(f"wrote {a.json}")
+
+
+def markdown(result: dict) -> str:
+    """The RESULTS.md table of one run."""
+    lines = ["| configuration | rows | scoring s | rows/s (scoring) | wall s (process) | rows/s (wall) | ray.init s |",
+             "|---|---|---|---|---|---|---|"]
+    for r in result["configs"]:
+        lines.append(f"| {r['config']} | {r['rows']:,} | {r['scoring_s']:.1f} | {r['scoring_rows_per_s']:.1f} | "
+                     f"{r['wall_s']:.1f} | {r['wall_rows_per_s']:.1f} | {r.get('ray_start_s', '–')} |")
+    io = result["io_only"]
+    lines.append(f"\nread + write without a model: {io['rows_per_s']:,.0f} rows/s ({io['input_bytes_per_row']:.0f} B/row in, "
+                 f"{io['output_bytes_per_row']:.0f} B/row out); model load per worker {result['model_load_s']:.2f} s")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
