@@ -10,6 +10,7 @@ the start-up of the local Ray (`ray.init`). Configurations (this box: 2 vCPUs):
 - single: `predict ART --file in.parquet --out single.parquet --threads 2` (one process, 2 onnxruntime threads)
 - ray x1: `predict ART --file in.parquet --engine ray --workers 1 --threads 1 --out DIR`
 - ray x2: `predict ART --file in.parquet --engine ray --workers 2 --threads 1 --out DIR`
+- fixed costs: ray x2 on the first 64 rows only (Ray start, two actors importing and loading the model)
 
 Also measured in this process: the per-worker model load (`Classifier(...)`, median of 3) and the
 read + write cost of the same rows without scoring (pyarrow read of the input, write of the input
@@ -42,6 +43,7 @@ def make_input(data: Path, rows: int, folder: Path) -> Path:
     tables = [pq.read_table(data / f"{split}.parquet", columns=["text", "label"]) for split in ("train", "test")]
     table = pa.concat_tables(tables).slice(0, rows)
     table = table.add_column(0, "id", pa.array(range(table.num_rows), pa.int64()))
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "reviews.parquet"
     pq.write_table(table, path)
     return path
@@ -100,13 +102,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rows", type=int, default=50_000)
     ap.add_argument("--model", default="int8")
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--configs", default="single,ray1,ray2")
+    ap.add_argument("--configs", default="startup,single,ray1,ray2")
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "scale_out.json")
     a = ap.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="scale-out-") as tmp:
         tmp = Path(tmp)
         src = make_input(a.data, a.rows, tmp)
+        small = make_input(a.data, 64, tmp / "small")  # fixed costs: Ray start, actors, model loads
         common = ["--column", "text", "--model", a.model, "--batch-size", a.batch_size]
         configs = {
             "single (1 process, 2 threads)": [a.artifact, "--file", src, *common, "--threads", 2,
@@ -116,8 +119,10 @@ def main(argv: list[str] | None = None) -> None:
             "ray, 2 workers x 1 thread": [a.artifact, "--file", src, *common, "--engine", "ray", "--workers", 2,
                                           "--threads", 1, "--out", tmp / "ray2"],
         }
-        keys = dict(zip(("single", "ray1", "ray2"), configs, strict=True))
-        rows = [run(keys[k], configs[keys[k]]) for k in a.configs.split(",")]
+        configs["ray, 2 workers x 1 thread, 64 rows (fixed costs)"] = [
+            a.artifact, "--file", small, *common, "--engine", "ray", "--workers", 2, "--threads", 1, "--out", tmp / "ray2s"]
+        keys = dict(zip(("single", "ray1", "ray2", "startup"), configs, strict=True))
+        rows = [{"key": k, **run(keys[k], configs[keys[k]])} for k in a.configs.split(",")]
         io = io_only(src, tmp)
         load_s = model_load(a.artifact, a.model)
 
@@ -126,8 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     result = {"machine": machine_facts(),
               "artifact": str(a.artifact), "model": a.model, "batch_size": a.batch_size, "rows": a.rows,
               "configs": rows, "io_only": io, "model_load_s": round(load_s, 3)}
-    per_core = next((r["scoring_rows_per_s"] for r in rows if r["config"].startswith("ray, 1 worker")), None)
-    two = next((r["scoring_rows_per_s"] for r in rows if r["config"].startswith("ray, 2 workers")), None)
+    per_core = next((r["scoring_rows_per_s"] for r in rows if r["key"] == "ray1"), None)
+    two = next((r["scoring_rows_per_s"] for r in rows if r["key"] == "ray2"), None)
     if per_core:
         eff = round(two / (2 * per_core), 3) if two else None
         result["projection"] = {
