@@ -113,6 +113,15 @@ def _export(o: O.ExportOptions) -> None:
 
 
 def _predict(o: O.PredictOptions) -> None:
+    if o.engine == "ray":
+        from edgesent.scoring_ray import predict_ray_cli
+
+        return predict_ray_cli(o.artifact, o.texts or [], file=o.file, column=o.column, out=o.out, model=o.model,
+                               threads=o.threads, batch_size=o.batch_size, workers=o.workers, address=o.ray_address)
+    if o.ray_address or o.workers:
+        from edgesent.errors import EdgesentError
+
+        raise EdgesentError(f"{'--ray-address' if o.ray_address else '--workers'} needs --engine ray")
     from edgesent.scoring import predict_cli
 
     predict_cli(o.artifact, o.texts or [], file=o.file, column=o.column, out=o.out, model=o.model,

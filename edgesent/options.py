@@ -193,8 +193,11 @@ class PredictOptions(Options):
     model: str | None = Opt(None, "int8, fp32, fp16 (bf16 with openvino) or a file name.")
     threads: int | None = Opt(None, "Engine threads (default: one per core; capped at the cores).", ge=1)
     batch_size: int = Opt(32, "Texts per batch.", ge=1, le=4096)
-    engine: Literal["onnxruntime", "openvino"] | None = Opt(
-        None, "onnxruntime or openvino (default: the artifact's, set by export --openvino).")
+    engine: Literal["onnxruntime", "openvino", "ray"] | None = Opt(
+        None, "onnxruntime or openvino (default: the artifact's, set by export --openvino); ray scores --file on "
+        "Ray Data into the folder --out (each actor with the artifact's engine).")
+    ray_address: str | None = Opt(None, "With --engine ray: join this Ray cluster (default: start a local Ray).")
+    workers: int | None = Opt(None, "With --engine ray: scoring actors (default: CPUs / threads).", ge=1, le=100_000)
     overwrite: bool = Opt(False, "Replace an existing --out file.")
     prefix: str = Opt("", "Prefix for the added columns (e.g. pred_ -> pred_label), to keep input columns "
                           "named label, confidence, prob_* or empty.", pattern=r"^[\w.-]*$")

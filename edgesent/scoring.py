@@ -276,6 +276,20 @@ def _check_columns(file: Path, names, added: list[str], prefix: str) -> None:
                         f"rename the column or pass {hint}")
 
 
+def scored_columns(clf: Classifier, cols: dict[str, list], texts: list, batch_size: int = 32, prefix: str = ""
+                   ) -> tuple[dict[str, list], list[dict[str, Any]]]:
+    """`cols` plus the output columns (`output_columns`: label, confidence, prob_<label>, empty) for `texts`.
+
+    Shared by `predict_file` and `edgesent.scoring_ray`, so both write the same columns.
+    """
+    results = clf.predict(texts, batch_size=batch_size)
+    values = [[r["label"] for r in results], [r["confidence"] for r in results],
+              *([r["probs"][label] for r in results] for label in clf.labels), [r["empty"] for r in results]]
+    cols = dict(cols)
+    cols.update(zip(output_columns(clf.labels, prefix), values, strict=True))
+    return cols, results
+
+
 def default_out(file: Path) -> Path:
     suffix = ".csv" if file.suffix.lower() == ".txt" else file.suffix.lower()
     return file.with_name(f"{file.stem}.predictions{suffix}")
@@ -333,11 +347,7 @@ def predict_file(clf: Classifier, file: str | os.PathLike, out: str | os.PathLik
                   file=sys.stderr) as progress:
             for cols, texts in reader(file, column, progress):
                 _check_columns(Path(shown), cols, added, prefix)
-                results = clf.predict(texts, batch_size=batch_size)
-                cols = dict(cols)
-                values = [[r["label"] for r in results], [r["confidence"] for r in results],
-                          *([r["probs"][label] for r in results] for label in clf.labels), [r["empty"] for r in results]]
-                cols.update(zip(added, values, strict=True))
+                cols, results = scored_columns(clf, cols, texts, batch_size, prefix)
                 writer.write(cols)
                 rows += len(results)
                 for r in results:

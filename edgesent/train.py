@@ -135,10 +135,12 @@ def _shared(value):
     """`value` as rank 0 has it (run folder names must agree across torchrun processes)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return value
+    import torch
     from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
 
-    PartialState()  # joins the process group torchrun prepared
+    # joins the process group torchrun prepared; on CPU, accelerate only goes multi-process (gloo) with cpu=True
+    PartialState(cpu=not torch.cuda.is_available())
     box = [value]
     broadcast_object_list(box, from_process=0)
     return box[0]
@@ -231,7 +233,7 @@ def training_arguments(recipe: Recipe, checkpoints: Path, precision: str):
         lr_scheduler_type=t.scheduler,
         max_grad_norm=t.max_grad_norm,
         bf16=precision == "bf16",
-        use_cpu=precision == "bf16" and not torch.cuda.is_available(),  # CPU autocast; else Trainer demands a bf16 GPU
+        use_cpu=not torch.cuda.is_available(),  # bf16 autocast on CPU, and gloo DDP under torchrun (accelerate MULTI_CPU)
         fp16=precision == "fp16",
         eval_strategy=strategy,
         save_strategy=strategy,
@@ -369,6 +371,7 @@ def train(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool = F
             "seed": recipe.seed,
             "device": device,
             "precision": precision,
+            "world_size": args.world_size,  # processes (torchrun/accelerate); global batch = batch x accum x this
         }
         if teacher is not None:
             metrics["distill"] = distill.summary(recipe, teacher, cache, reused)
