@@ -442,11 +442,12 @@ def load_split(source: str, split: str = "test", *, text_column: str = "text", l
 # Tokenization and batches for training
 
 
-def make_preprocessor(tokenizer, data_cfg):
+def make_preprocessor(tokenizer, data_cfg, max_tokens: int | None = None):
     """The shared `textproc.Preprocessor` for a transformers fast tokenizer and a recipe's data section.
 
     The backend tokenizer is copied: `Preprocessor.create` switches its truncation/padding off, which
-    must not change the transformers tokenizer the caller keeps using.
+    must not change the transformers tokenizer the caller keeps using. `max_tokens` is the longest
+    input the model's positions allow (`archs.Arch.max_tokens(config)`), checked against the windows.
     """
     from edgesent.errors import ModelError
     from edgesent.textproc import Preprocessor
@@ -456,7 +457,7 @@ def make_preprocessor(tokenizer, data_cfg):
     if tokenizer.pad_token_id is None:
         raise ModelError("the tokenizer has no pad token; set model.pad_token")
     try:
-        return Preprocessor.create(
+        pre = Preprocessor.create(
             copy.deepcopy(tokenizer.backend_tokenizer),
             max_length=data_cfg.max_length,
             truncation=data_cfg.truncation,
@@ -464,9 +465,25 @@ def make_preprocessor(tokenizer, data_cfg):
             lowercase=data_cfg.lowercase,
             padding_side="right",
             pad_token_id=tokenizer.pad_token_id,
+            long_text=data_cfg.long_text,
+            window=data_cfg.window,
+            stride=data_cfg.stride,
+            max_windows=data_cfg.max_windows,
+            pool=data_cfg.pool,
         )
     except ValueError as exc:
-        raise DataError(f"data.max_length: {exc}") from None
+        key = next((k for k in ("window", "stride", "max_windows") if str(exc).startswith(k)), "max_length")
+        raise DataError(f"data.{key}: {exc}") from None
+    check_window(data_cfg, max_tokens)
+    return pre
+
+
+def check_window(data_cfg, max_tokens: int | None) -> None:
+    """With `long_text: windows`, a window must fit the model's positions (`max_tokens`; None: no limit)."""
+    window = data_cfg.window or data_cfg.max_length
+    if data_cfg.long_text == "windows" and max_tokens is not None and window > max_tokens:
+        key = "data.window" if data_cfg.window else "data.window (default: data.max_length)"
+        raise DataError(f"{key} {window} is longer than the model's {max_tokens} positions; lower it")
 
 
 class TokenizedDataset:

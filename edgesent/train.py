@@ -271,7 +271,8 @@ def train(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool = F
     import torch
     from transformers import EarlyStoppingCallback, set_seed
 
-    from edgesent.data import PadCollator, TokenizedDataset, load_splits, make_preprocessor
+    from edgesent.archs import arch_for
+    from edgesent.data import PadCollator, TokenizedDataset, check_window, load_splits, make_preprocessor
     from edgesent.model import build_model, count_parameters, load_tokenizer
 
     start = time.time()
@@ -303,6 +304,7 @@ def train(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool = F
     preprocessor = make_preprocessor(tokenizer, recipe.data)
     set_seed(recipe.seed)
     model = build_model(recipe, labels, tokenizer)
+    check_window(recipe.data, arch_for(model.config).max_tokens(model.config))  # windows must fit the positions
     trainable, total = count_parameters(model)
     datasets = {name: TokenizedDataset(split, preprocessor) for name, split in splits.items()}
 

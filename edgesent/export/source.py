@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from edgesent.archs import arch_for
 from edgesent.data import make_preprocessor
 from edgesent.errors import GateError, ModelError
 from edgesent.export.parity import probe_batches, torch_logits
@@ -101,7 +102,7 @@ def _load_run_source(run: Path) -> Source:
     from edgesent import model as M
 
     torch_model, tokenizer, recipe = M.load_run(run, merge=False)
-    pre = make_preprocessor(tokenizer, recipe.data)
+    pre = make_preprocessor(tokenizer, recipe.data, max_tokens=arch_for(torch_model.config).max_tokens(torch_model.config))
     merge_diff = None
     if type(torch_model).__name__.startswith("Peft"):
         torch_model, merge_diff = merge_lora(torch_model, pre)
