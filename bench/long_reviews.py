@@ -35,7 +35,7 @@ from edgesent.metrics import paired_comparison, wilson
 
 ROOT = Path(__file__).resolve().parents[1]
 CANDIDATES = [  # (window, stride): tokens per window incl. special tokens, content tokens between starts
-    (256, 127), (256, 191), (256, 254), (384, 191), (512, 255), (512, 382),
+    (256, 127), (256, 191), (384, 191), (512, 255),
 ]
 SLICE_CHARS = 3000
 
@@ -50,12 +50,16 @@ def read_set(shared: Path, name: str, split: str = "test") -> tuple[list[str], l
 def run_splits(artifact: Path, shared: Path):
     """The run's train and validation splits, exactly as training carved them (recipe from the manifest)."""
     from edgesent.artifact import load_manifest
-    from edgesent.config import validate_recipe
+    from edgesent.config import load_recipe, validate_recipe
     from edgesent.data import load_splits
 
-    recipe = dict(load_manifest(artifact, verify=False)["source"]["recipe"])
+    run_recipe = artifact.parent / "recipe.yaml"  # ARTIFACT inside its run folder; else the manifest's copy
+    if run_recipe.is_file():
+        recipe = load_recipe(run_recipe).model_dump(mode="json")
+    else:
+        recipe = dict(load_manifest(artifact, verify=False)["source"]["recipe"])
     recipe["data"] = {**recipe["data"], "dataset": str(shared / "data" / "imdb")}
-    splits = load_splits(validate_recipe(recipe, "manifest recipe"))
+    splits = load_splits(validate_recipe(recipe, "run recipe"))
     return splits["train"], splits["validation"]
 
 
@@ -239,8 +243,17 @@ def stage_report(args, cache: Path, results: dict) -> None:
         a, b = preds.get(f"{model} truncate"), preds.get(f"{model} windows")
         if a is not None and b is not None:
             table[f"{model} windows"]["vs_truncate"] = paired_comparison(a, b, labels)
+    pre = windowed(clf, window, stride).preprocessor
+    specials = len(pre.prefix) + len(pre.suffix)
+    n_windows = np.array([len(pre.window_starts(int(n) - specials)) for n in lengths])
+    windows = {"mean": float(n_windows.mean()), "max": int(n_windows.max()), "p99": float(np.percentile(n_windows, 99)),
+               "share_multi": float((n_windows > 1).mean()), "tokens_p50": float(np.median(lengths)),
+               "tokens_max": int(lengths.max())}
+    print(f"windows per review: mean {windows['mean']:.2f}, p99 {windows['p99']:.0f}, max {windows['max']}; "
+          f"{windows['share_multi'] * 100:.1f} % of reviews need more than one; tokens p50 {windows['tokens_p50']:.0f}, "
+          f"max {windows['tokens_max']}")
     results["test"] = {"window": window, "stride": stride, "n": len(texts), "threads": args.threads,
-                       "batch_size": args.batch_size, "rows": table}
+                       "batch_size": args.batch_size, "windows_per_review": windows, "rows": table}
     names = list(masks)
     print(f"{'':<18}" + "".join(f"{n:>22}" for n in names) + f"{'texts/s':>10}")
     for row, r in table.items():
@@ -260,12 +273,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=None, help="skip the choice: use this window (with --stride)")
     parser.add_argument("--stride", type=int, default=None)
     parser.add_argument("--limit", type=int, default=None, help="first N test reviews (a smoke run; default: all)")
-    parser.add_argument("--cache", type=Path, default=None, help="per-review logits (default: ARTIFACT/../long_reviews)")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="per-review logits (default: exports/long_reviews-RUN in this checkout)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "long_reviews.json")
     args = parser.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    cache = args.cache or args.artifact.resolve().parent / "long_reviews"
+    cache = args.cache or ROOT / "exports" / f"long_reviews-{args.artifact.resolve().parent.name}"
     cache.mkdir(parents=True, exist_ok=True)
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
     from edgesent.machine import machine_facts

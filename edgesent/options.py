@@ -99,6 +99,8 @@ class ExportOptions(Options):
     eval_limit: int | None = Opt(None, "Evaluate the gate on at most N texts.", ge=1)
     out: Path | None = Opt(None, "Artifact folder (default: <run>/artifact).")
     overwrite: bool = Opt(False, "Replace an existing artifact folder.")
+    set: list[str] | None = Opt(None, "Override an inference-time recipe key of a run, e.g. data.long_text=windows "
+                                "(data.long_text, window, stride, max_windows, pool; repeatable).")
 
     _paths = field_validator("source", "eval_data", mode="before")(_text)
 

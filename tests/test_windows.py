@@ -256,3 +256,15 @@ def test_bench_reports_latency_per_review_and_accuracy_by_length(artifact, short
     assert variants["tfidf-logreg"]["baseline_fit"]["C"] in GRID_C
     report = (out / "report.md").read_text()
     assert "Per review and by length" in report and "TF-IDF + LR (C " in report
+
+
+def test_export_set_changes_only_inference_keys(trained_run, tmp_path):
+    from edgesent.artifact import load_manifest
+
+    out = E.export(trained_run, tmp_path / "a", set=["data.window=24", "data.stride=8", "data.max_windows=4"])
+    pre = load_manifest(out, verify=False)["preprocessing"]
+    assert (pre["long_text"], pre["window"], pre["stride"], pre["max_windows"]) == ("windows", 24, 8, 4)
+    with pytest.raises(EdgesentError, match=r"^--set 'training.lr=1': export can only change data.long_text"):
+        E.export(trained_run, tmp_path / "b", set=["training.lr=1"])
+    with pytest.raises(EdgesentError, match="data.stride"):
+        E.export(trained_run, tmp_path / "c", set=["data.stride=0"])

@@ -62,7 +62,7 @@ def export(source: str | os.PathLike | None = None, out: str | os.PathLike | Non
     """
     opts = ExportOptions.parse(options, source=source, out=out)
     int8 = opts.int8 or opts.static
-    src = resolve_source(opts.source)
+    src = resolve_source(opts.source, overrides=opts.set)
     final = (opts.out.expanduser() if opts.out is not None else default_out(src)).resolve()
     if final.exists() and not opts.overwrite:
         raise EdgesentError(f"{final} already exists (pass --overwrite or choose another --out)")
