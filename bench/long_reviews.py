@@ -160,6 +160,8 @@ def stage_test(args, cache: Path, results: dict) -> None:
     for model in args.models:
         clf = Classifier(args.artifact, model=model, threads=args.threads)
         for mode, (w, s) in (("windows", (window, stride)), ("truncate", (None, None))):
+            if mode not in args.modes:
+                continue
             name = f"test_{model}_{mode}" + (f"_w{w}_s{s}" if w else "") + (f"_n{len(texts)}" if args.limit else "")
             got = cached(cache, name, lambda c=clf, w=w, s=s: timed_logits(windowed(c, w, s), texts, args.batch_size))
             print(f"imdb test {model:<5} {mode:<9} {len(texts) / float(got['seconds']):.1f} texts/s")
@@ -269,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--models", default="int8,fp32", help="ONNX files to score, in this order")
+    parser.add_argument("--modes", default="windows,truncate", help="what --stage test scores")
     parser.add_argument("--tune-model", default="int8", help="the ONNX file the window/stride choice is made with")
     parser.add_argument("--window", type=int, default=None, help="skip the choice: use this window (with --stride)")
     parser.add_argument("--stride", type=int, default=None)
@@ -278,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "long_reviews.json")
     args = parser.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     cache = args.cache or ROOT / "exports" / f"long_reviews-{args.artifact.resolve().parent.name}"
     cache.mkdir(parents=True, exist_ok=True)
