@@ -450,14 +450,14 @@ def make_preprocessor(tokenizer, data_cfg, max_tokens: int | None = None):
     input the model's positions allow (`archs.Arch.max_tokens(config)`), checked against the windows.
     """
     from edgesent.errors import ModelError
-    from edgesent.textproc import Preprocessor
+    from edgesent.textproc import WINDOW_KEYS, Preprocessor
 
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError("edgesent needs a fast tokenizer (tokenizer.json)")
     if tokenizer.pad_token_id is None:
         raise ModelError("the tokenizer has no pad token; set model.pad_token")
     try:
-        pre = Preprocessor.create(
+        return Preprocessor.create(
             copy.deepcopy(tokenizer.backend_tokenizer),
             max_length=data_cfg.max_length,
             truncation=data_cfg.truncation,
@@ -465,25 +465,12 @@ def make_preprocessor(tokenizer, data_cfg, max_tokens: int | None = None):
             lowercase=data_cfg.lowercase,
             padding_side="right",
             pad_token_id=tokenizer.pad_token_id,
-            long_text=data_cfg.long_text,
-            window=data_cfg.window,
-            stride=data_cfg.stride,
-            max_windows=data_cfg.max_windows,
-            pool=data_cfg.pool,
+            max_tokens=max_tokens,
+            **{key: getattr(data_cfg, key) for key in WINDOW_KEYS},
         )
     except ValueError as exc:
-        key = next((k for k in ("window", "stride", "max_windows") if str(exc).startswith(k)), "max_length")
+        key = next((k for k in WINDOW_KEYS if str(exc).startswith(k)), "max_length")
         raise DataError(f"data.{key}: {exc}") from None
-    check_window(data_cfg, max_tokens)
-    return pre
-
-
-def check_window(data_cfg, max_tokens: int | None) -> None:
-    """With `long_text: windows`, a window must fit the model's positions (`max_tokens`; None: no limit)."""
-    window = data_cfg.window or data_cfg.max_length
-    if data_cfg.long_text == "windows" and max_tokens is not None and window > max_tokens:
-        key = "data.window" if data_cfg.window else "data.window (default: data.max_length)"
-        raise DataError(f"{key} {window} is longer than the model's {max_tokens} positions; lower it")
 
 
 class TokenizedDataset:

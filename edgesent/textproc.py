@@ -32,6 +32,7 @@ import numpy as np
 
 PROBE = "a"
 LONG_TEXT = ("truncate", "windows")
+WINDOW_KEYS = ("long_text", "window", "stride", "max_windows", "pool")  # recipe data keys for long texts
 POOLS = ("mean",)
 
 
@@ -55,10 +56,11 @@ class Preprocessor:
     @classmethod
     def create(cls, tokenizer, *, max_length, truncation="head", head_share=0.25, lowercase=False,
                padding_side="right", pad_token_id=0, long_text="truncate", window=None, stride=None,
-               max_windows=None, pool="mean") -> Preprocessor:
+               max_windows=None, pool="mean", max_tokens=None) -> Preprocessor:
         """Build from a `tokenizers.Tokenizer` (a transformers fast tokenizer's `backend_tokenizer`).
 
-        Bad settings raise ValueError whose message starts with the setting's name.
+        `max_tokens`: the model's positions, which a window must fit (None: not checked). Bad
+        settings raise ValueError whose message starts with the setting's name.
         """
         if truncation not in ("head", "tail", "head+tail"):
             raise ValueError(f"truncation must be head, tail or head+tail, got {truncation!r}")
@@ -80,6 +82,9 @@ class Preprocessor:
         if stride is not None and not 0 < int(stride) <= content:
             raise ValueError(f"stride {stride} must be between 1 and the window's {content} content tokens "
                              f"(window {window or max_length} minus {n_special} special tokens)")
+        if long_text == "windows" and max_tokens is not None and int(window or max_length) > max_tokens:
+            raise ValueError(f"window {window or max_length}{'' if window else ' (= max_length)'} is longer than the "
+                             f"model's {max_tokens} positions; lower it")
         if max_windows is not None and int(max_windows) < 1:
             raise ValueError(f"max_windows {max_windows} must be at least 1")
         return cls(tokenizer, max_length, truncation, head_share, lowercase, padding_side, pad_token_id, prefix, suffix,

@@ -236,7 +236,7 @@ def test_window_beyond_the_model_positions_is_refused_at_export(trained_run, tmp
     run = write_run(tmp_path / "exports" / "tiny-20250101-000001", recipe)
     with pytest.raises(EdgesentError) as err:
         E.export(run, tmp_path / "a")
-    assert str(err.value).startswith("data.window 600 is longer than the model's 512 positions")
+    assert str(err.value).startswith("data.window: window 600 is longer than the model's 512 positions")
     assert not (tmp_path / "a").exists()
 
 
