@@ -118,6 +118,33 @@ class DataConfig(_Strict):
     head_share: float = Field(
         0.25, ge=0.0, le=1.0, description="With head+tail: share of the token budget taken from the start."
     )
+    long_text: Literal["truncate", "windows"] = Field(
+        "truncate",
+        description="Texts longer than max_length at inference (runtime, predict, demo, export gate, bench): "
+        "truncate (the `truncation` strategy) or windows (score overlapping windows and pool their logits). "
+        "Training always uses `truncation`.",
+    )
+    window: int | None = Field(
+        None, ge=8, le=8192, description="With windows: tokens per window, special tokens included (default: "
+        "max_length); at most the model's positions."
+    )
+    stride: int | None = Field(
+        None, gt=0, description="With windows: tokens between window starts, at most the window's content tokens "
+        "(default: 3/4 of them). The last window is aligned to the text's end."
+    )
+    max_windows: int | None = Field(
+        None, ge=1, description="With windows: cap per text (default: none). Past it, max_windows windows are spread "
+        "evenly from the text's start to its end (gaps instead of overlaps); 1 = plain truncation."
+    )
+    pool: Literal["mean"] = Field("mean", description="With windows: how window logits become a text's logits.")
+
+    @field_validator("stride")
+    @classmethod
+    def _stride(cls, value, info):
+        window = info.data.get("window") or info.data.get("max_length")
+        if value is not None and window is not None and value > window:
+            raise ValueError(f"stride {value} is larger than the window ({window} tokens): text would be skipped")
+        return value
 
     @field_validator("resplit")
     @classmethod

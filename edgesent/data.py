@@ -451,14 +451,15 @@ def load_split(source: str, split: str = "test", *, text_column: str = "text", l
 # Tokenization and batches for training
 
 
-def make_preprocessor(tokenizer, data_cfg):
+def make_preprocessor(tokenizer, data_cfg, max_tokens: int | None = None):
     """The shared `textproc.Preprocessor` for a transformers fast tokenizer and a recipe's data section.
 
     The backend tokenizer is copied: `Preprocessor.create` switches its truncation/padding off, which
-    must not change the transformers tokenizer the caller keeps using.
+    must not change the transformers tokenizer the caller keeps using. `max_tokens` is the longest
+    input the model's positions allow (`archs.Arch.max_tokens(config)`), checked against the windows.
     """
     from edgesent.errors import ModelError
-    from edgesent.textproc import Preprocessor
+    from edgesent.textproc import WINDOW_KEYS, Preprocessor
 
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError("edgesent needs a fast tokenizer (tokenizer.json)")
@@ -473,9 +474,12 @@ def make_preprocessor(tokenizer, data_cfg):
             lowercase=data_cfg.lowercase,
             padding_side="right",
             pad_token_id=tokenizer.pad_token_id,
+            max_tokens=max_tokens,
+            **{key: getattr(data_cfg, key) for key in WINDOW_KEYS},
         )
     except ValueError as exc:
-        raise DataError(f"data.max_length: {exc}") from None
+        key = next((k for k in WINDOW_KEYS if str(exc).startswith(k)), "max_length")
+        raise DataError(f"data.{key}: {exc}") from None
 
 
 class TokenizedDataset:

@@ -113,6 +113,8 @@ class ExportOptions(Options):
     overwrite: bool = Opt(False, "Replace an existing artifact folder.")
     random_head_ok: bool = Opt(False, "Export even if the classification head was never trained (random; for "
                                       "speed work on architecture-only folders).")
+    set: list[str] | None = Opt(None, "Override an inference-time recipe key of a run, e.g. data.long_text=windows "
+                                "(data.long_text, window, stride, max_windows, pool; repeatable).")
 
     _paths = field_validator("source", "eval_data", mode="before")(_text)
 

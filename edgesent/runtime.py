@@ -23,6 +23,8 @@ Decisions worth knowing:
   tail, or both for head+tail). Every tokenizer we ship produces tokens far shorter than that budget,
   so the kept tokens are identical to tokenizing the whole text; a 1 MB review is then as fast as a
   short one instead of taking ~0.5 s of tokenization that truncation throws away.
+  With `long_text: windows` the cut keeps `max_windows` windows' worth of characters from each end
+  (no cut without a `max_windows` cap), so only texts far beyond any review are affected.
 - Engine: onnxruntime, or OpenVINO (`engine="openvino"`, optional extra `edgesent[openvino]`), both
   behind the same `.logits(batch)` (`open_session`), so preprocessing, bucketing and threads are the
   same. Not told, the classifier uses the manifest's `engine` (export sets openvino only when its
@@ -30,6 +32,10 @@ Decisions worth knowing:
   when `model` asks for something only onnxruntime serves (fp16, an .onnx file name).
 - Batching: texts are sorted by token length and padded per batch (length bucketing), then the
   results are put back in input order, so a mix of short and long texts wastes little compute.
+- Long texts with `long_text: windows` (manifest): every window of every text is scored in the same
+  length-bucketed batches and each text gets the mean of its windows' logits --
+  `textproc.pooled_logits`, the same function the export gate and bench use. A text that fits one
+  window costs what truncation costs (same batches, same session calls, same logits).
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ import numpy as np
 from edgesent import artifact as art
 from edgesent.errors import ArtifactError, EdgesentError
 from edgesent.session import OnnxSession, softmax
-from edgesent.textproc import Preprocessor, length_buckets
+from edgesent.textproc import Preprocessor, pooled_logits
 
 CHARS_PER_TOKEN_BUDGET = 50
 
@@ -114,6 +120,11 @@ class Classifier:
     def _precut(self, text: str) -> str:
         """Drop characters truncation would discard anyway (see the module docstring)."""
         pre = self.preprocessor
+        if pre.long_text == "windows":
+            if pre.max_windows is None:
+                return text
+            budget = pre.window_length * pre.max_windows * CHARS_PER_TOKEN_BUDGET
+            return text if len(text) <= 2 * budget else text[:budget] + " " + text[-budget:]
         budget = pre.max_length * CHARS_PER_TOKEN_BUDGET
         if len(text) <= budget:
             return text
@@ -124,13 +135,23 @@ class Classifier:
         return text[:budget] + " " + text[-budget:]
 
     def encode(self, texts: list[str]) -> tuple[list[list[int]], list[bool]]:
-        """Token ids per text (through the shared Preprocessor) and whether each had no content."""
+        """Token ids per text, truncated (through the shared Preprocessor), and whether each had no content."""
         pre = self.preprocessor
         ids = pre.encode([_valid_unicode(self._precut(t)) for t in texts])
         n_special = len(pre.prefix) + len(pre.suffix)
         empty = [len(row) <= n_special for row in ids]
         ids = [row if row else [pre.pad_token_id] for row in ids]
         return ids, empty
+
+    def encode_windows(self, texts: list[str]) -> tuple[list[list[list[int]]], list[bool]]:
+        """What is scored: the windows of token ids per text (one window unless `long_text: windows` and
+        the text is longer than a window) and whether each text had no content."""
+        pre = self.preprocessor
+        windows = pre.encode_windows([_valid_unicode(self._precut(t)) for t in texts])
+        n_special = len(pre.prefix) + len(pre.suffix)
+        empty = [len(ws) == 1 and len(ws[0]) <= n_special for ws in windows]
+        windows = [[row or [pre.pad_token_id] for row in ws] for ws in windows]
+        return windows, empty
 
     def _run(self, batch: list[list[int]]) -> np.ndarray:
         return self.session.logits(self.preprocessor.pad(batch))
@@ -147,10 +168,8 @@ class Classifier:
         out = np.zeros((len(texts), len(self._labels)), dtype=np.float32)
         if not texts:
             return out, []
-        ids, empty = self.encode(texts)
-        for bucket in length_buckets([len(x) for x in ids], max(1, int(batch_size))):
-            out[bucket] = self._run([ids[i] for i in bucket])
-        return out, empty
+        windows, empty = self.encode_windows(texts)
+        return pooled_logits(windows, self._run, batch_size, self.preprocessor.pool), empty
 
     def predict_proba(self, texts: Iterable[str], batch_size: int = 32) -> np.ndarray:
         return softmax(self.logits(texts, batch_size))

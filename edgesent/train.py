@@ -278,6 +278,7 @@ def train(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool = F
     import torch
     from transformers import EarlyStoppingCallback, set_seed
 
+    from edgesent.archs import arch_for
     from edgesent.data import PadCollator, TokenizedDataset, load_splits, make_preprocessor
     from edgesent.model import build_model, count_parameters, load_tokenizer
 
@@ -310,9 +311,9 @@ def train(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool = F
         )
     m = recipe.model
     tokenizer = load_tokenizer(m.name_or_path, m.pad_token, m.trust_remote_code)
-    preprocessor = make_preprocessor(tokenizer, recipe.data)
     set_seed(recipe.seed)
     model = build_model(recipe, labels, tokenizer)
+    preprocessor = make_preprocessor(tokenizer, recipe.data, max_tokens=arch_for(model.config).max_tokens(model.config))
     trainable, total = count_parameters(model)
     datasets = {name: TokenizedDataset(split, preprocessor) for name, split in splits.items()}
     collator, trainer_cls = PadCollator(preprocessor), _trainer_class()

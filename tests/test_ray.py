@@ -236,7 +236,7 @@ def test_missing_ray_names_the_extra(artifact, tmp_path, capsys, monkeypatch):
     (["--file", "{tmp}/in/all.csv", "--workers", "2"], "--workers needs --engine ray"),
     (["--engine", "ray", "--file", "{tmp}/in/*.xlsx", "--out", "{tmp}/o"], "matches no .csv, .jsonl, .parquet, .txt"),
     (["--engine", "ray", "--file", "{tmp}/nope", "--out", "{tmp}/o"], "input file not found"),
-    (["--engine", "spark"], "--engine: Input should be 'onnxruntime' or 'ray'"),
+    (["--engine", "spark"], "--engine: Input should be 'onnxruntime', 'openvino' or 'ray'"),
 ])
 def test_cli_one_line_errors(artifact, tmp_path, capsys, args, fragment):
     write_input(frame(20), tmp_path / "in", "csv")

@@ -78,3 +78,26 @@ def test_length_buckets_group_similar_lengths():
     buckets = length_buckets(lengths, 2)
     assert sorted(i for b in buckets for i in b) == list(range(6))
     assert [sorted(lengths[i] for i in b) for b in buckets] == [[1, 2], [3, 5], [8, 9]]
+
+
+@pytest.mark.parametrize("stride", [1, 4, 10])
+def test_windows_cover_every_token_and_end_at_the_end(roberta_tok, stride):
+    pre = make(roberta_tok, long_text="windows", stride=stride)
+    content = roberta_tok(LONG, add_special_tokens=False)["input_ids"]
+    windows = pre.encode_windows([LONG, "short one"])
+    assert windows[1] == pre.encode(["short one"])  # fits one window: exactly the truncation ids
+    long = windows[0]
+    assert all(len(w) == 12 and w[0] == roberta_tok.bos_token_id and w[-1] == roberta_tok.eos_token_id for w in long)
+    assert long[0][1:-1] == content[:10] and long[-1][1:-1] == content[-10:]
+    starts = pre.window_starts(len(content))
+    assert all(b - a <= stride for a, b in zip(starts[:-1], starts[1:], strict=True)) and starts[-1] == len(content) - 10
+    assert [w[1:-1] for w in long] == [content[s:s + 10] for s in starts]
+
+
+def test_window_settings_are_checked(roberta_tok):
+    with pytest.raises(ValueError, match="^stride 11 must be between 1 and the window's 10 content tokens"):
+        make(roberta_tok, long_text="windows", stride=11)
+    with pytest.raises(ValueError, match="^max_windows 0"):
+        make(roberta_tok, long_text="windows", max_windows=0)
+    with pytest.raises(ValueError, match="^window 2 leaves no room"):
+        make(roberta_tok, long_text="windows", window=2)

@@ -20,8 +20,11 @@ What is measured, and how (one module per step: `plan` -> `worker` -> `runners`,
   tokens: random non-special token ids with a full attention mask, or with `--data` real texts
   truncated/padded to that length. Each cell runs a few warm-up calls, then repeats until `budget`
   seconds (or `MAX_RUNS`) and keeps every sample; the summary holds mean, std, p50, p90, p99 and n.
-- Throughput (texts/s) over the `--data` texts, length-bucketed like the runtime serves them, and
-  accuracy / macro F1 / agreement with onnxruntime fp32 (the reference) on the same texts.
+- Throughput (texts/s) over the `--data` texts, scored like the runtime serves them (length buckets,
+  and windows when the artifact's manifest says `long_text: windows`), accuracy / macro F1 / agreement
+  with onnxruntime fp32 (the reference) on the same texts, accuracy per length bucket (<= 256,
+  257-512, 513-1024, > 1024 tokens) and the latency per review (one review at a time, p50 overall and
+  per length bucket, on up to 200 reviews spread over the data): long reviews cost more.
 - Machine facts (`edgesent.machine`): CPU model, ISA flags that matter for INT8, cores, library
   versions, GPU name, date.
 
@@ -42,7 +45,14 @@ from pathlib import Path
 from typing import Any
 
 from edgesent.bench.baseline import bench_data
-from edgesent.bench.inputs import labels_for, preprocessing_for
+from edgesent.bench.inputs import (
+    LENGTH_BUCKETS,
+    labels_for,
+    length_bucket,
+    load_preprocessor,
+    preprocessing_for,
+    token_lengths,
+)
 from edgesent.bench.plan import check_seq_lens, file_bytes, plan_variants, resolve_target
 from edgesent.bench.report import print_summary, progress_bar, write_outputs
 from edgesent.bench.timing import MAX_RUNS, WARMUP_RUNS
@@ -90,6 +100,7 @@ def bench(target: str | os.PathLike | None = None, *, isolate: bool = True, show
     with tempfile.TemporaryDirectory(prefix="edgesent-bench-") as tmp:
         workdir = Path(tmp)
         tokenizer_file, preprocessing = preprocessing_for(tgt, workdir)
+        lengths = token_lengths(load_preprocessor(tokenizer_file, preprocessing), list(test.texts)) if test else None
         data_file = write_texts(workdir, test, train)
         grid = {"batch_sizes": o.batch_sizes, "seq_lens": o.seq_lens, "threads": threads, "budget": o.budget}
         with progress_bar(show) as bar:
@@ -109,7 +120,7 @@ def bench(target: str | os.PathLike | None = None, *, isolate: bool = True, show
                     entry.update({"cells": [], "throughput": [],
                                   **run_worker(spec, workdir, isolate, progress=lambda: bar.advance(task))})
                 results["variants"].append(entry)
-    score(results, test)
+    score(results, test, lengths)
     check_measured(results)
     with atomic_dir(out) as tmp_out:
         write_outputs(tmp_out, results)
@@ -150,8 +161,9 @@ def write_texts(workdir: Path, test, train) -> Path | None:
     return path
 
 
-def score(results: dict, test) -> None:
-    """Accuracy, macro F1 and agreement with the reference (onnxruntime fp32, else PyTorch fp32)."""
+def score(results: dict, test, lengths: list[int] | None = None) -> None:
+    """Accuracy, macro F1 and agreement with the reference (onnxruntime fp32, else PyTorch fp32); with the
+    texts' token `lengths`, accuracy per length bucket (<= 256, 257-512, 513-1024, > 1024 tokens)."""
     preds = {v["name"]: v.pop("predictions") for v in results["variants"] if v.get("predictions") is not None}
     if test is None or not preds:
         return
@@ -175,6 +187,18 @@ def score(results: dict, test) -> None:
             v["accuracy_parsed"] = accuracy([mine[i] for i in parsed], [truth[i] for i in parsed]) if parsed else None
         if ref_name:
             v["agreement"] = accuracy(mine, preds[ref_name])
+        if lengths is not None:
+            v["accuracy_by_length"] = by_length(mine, truth, lengths)
+
+
+def by_length(pred: list[int], truth: list[int], lengths: list[int]) -> dict[str, dict]:
+    """{bucket: {n, accuracy}} for the length buckets that hold texts."""
+    out = {}
+    for _, name in LENGTH_BUCKETS:
+        idx = [i for i, n in enumerate(lengths) if length_bucket(n) == name]
+        if idx:
+            out[name] = {"n": len(idx), "accuracy": sum(pred[i] == truth[i] for i in idx) / len(idx)}
+    return out
 
 
 def check_measured(results: dict) -> None:

@@ -4,7 +4,9 @@
   target -- the artifact's manifest, or the run's recipe when it has not been exported;
 - `load_preprocessor`: the shared `textproc.Preprocessor` built from those settings;
 - `synthetic_batch`: random non-special token ids between the template's special tokens, full mask;
-- `text_batch`: real texts truncated (the artifact's strategy) and padded to exactly `seq_len`.
+- `text_batch`: real texts truncated (the artifact's strategy) and padded to exactly `seq_len`;
+- `token_lengths` / `length_bucket`: a text's full token count (special tokens included) and its
+  length bucket (<= 256, 257-512, 513-1024, > 1024 tokens), for per-length accuracy and latency.
 """
 
 from __future__ import annotations
@@ -71,3 +73,16 @@ def text_batch(pre, texts: list[str], batch: int, seq_len: int, start: int = 0) 
     sized = replace(pre, max_length=seq_len)
     chosen = [texts[(start + i) % len(texts)] for i in range(batch)]
     return sized.pad(sized.encode(chosen), pad_to=seq_len)
+
+
+LENGTH_BUCKETS = ((256, "<=256"), (512, "257-512"), (1024, "513-1024"), (None, ">1024"))
+
+
+def token_lengths(pre, texts: list[str]) -> list[int]:
+    """Tokens per text before any truncation, the template's special tokens included."""
+    encs = pre.tokenizer.encode_batch([t.lower() if pre.lowercase else t for t in texts], add_special_tokens=False)
+    return [len(e.ids) + len(pre.prefix) + len(pre.suffix) for e in encs]
+
+
+def length_bucket(n_tokens: int) -> str:
+    return next(name for top, name in LENGTH_BUCKETS if top is None or n_tokens <= top)

@@ -131,6 +131,7 @@ def render_report(results: dict) -> str:
             out += ["", "### Throughput over the data (length-bucketed)", "",
                     _md_table(["variant", "threads", "batch", "texts", "texts/s"], tp)]
         out += ["", *render_llm(variants)] if device == "api" else []
+        out += per_review_section(variants)
         skipped = [v for v in variants if v.get("status") != "ok"]
         if skipped:
             out += ["", "### Skipped or failed", ""]
@@ -139,6 +140,30 @@ def render_report(results: dict) -> str:
     if cfg.get("agreement_reference"):
         out += [f"Agreement = share of texts with the same predicted label as `{cfg['agreement_reference']}`.", ""]
     return "\n".join(out)
+
+
+def per_review_section(variants: list[dict]) -> list[str]:
+    """Markdown lines: latency per review and accuracy per length bucket, when bench had --data."""
+    rows = [v for v in variants if v.get("status") == "ok" and (v.get("per_review") or v.get("accuracy_by_length"))]
+    if not rows:
+        return []
+    from edgesent.bench.baseline import describe
+    from edgesent.bench.inputs import LENGTH_BUCKETS
+
+    names = [name for _, name in LENGTH_BUCKETS]
+    counts = next((v["accuracy_by_length"] for v in rows if v.get("accuracy_by_length")), {})
+    header = ["variant", "threads", "p50 ms/review", "p90 ms/review"]
+    header += [f"p50 ms {n}" for n in names] + [f"acc {n} (n={counts.get(n, {}).get('n', 0)})" for n in names]
+    body = []
+    for v in rows:
+        pr, acc = v.get("per_review") or {}, v.get("accuracy_by_length") or {}
+        body.append([v["name"], pr.get("threads"), pr.get("p50_ms"), pr.get("p90_ms")]
+                    + [pr.get("by_length", {}).get(n, {}).get("p50_ms") for n in names]
+                    + [acc.get(n, {}).get("accuracy") for n in names])
+    out = ["", "### Per review and by length (tokens, special tokens included)", "", _md_table(header, body)]
+    fits = [v for v in rows if v.get("baseline_fit")]
+    out += ["", *(f"{v['name']}: {describe(v['baseline_fit'])}." for v in fits)] if fits else []
+    return out
 
 
 def _pyplot():

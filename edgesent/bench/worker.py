@@ -24,13 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from edgesent.bench.inputs import synthetic_batch, text_batch
+from edgesent.bench.inputs import length_bucket, synthetic_batch, text_batch, token_lengths
 from edgesent.bench.runners import RUNNERS, Runner
 from edgesent.bench.timing import summarize, time_runs
 from edgesent.errors import first_line
 from edgesent.machine import peak_rss_mb
 
 THROUGHPUT_BATCH = 32
+PER_REVIEW_TEXTS = 200  # reviews timed one at a time for the per-review latency
 
 
 @dataclass
@@ -90,6 +91,9 @@ def measure_variant(spec: WorkerSpec, progress=None) -> dict[str, Any]:
         if i == 0:
             logits = np.asarray(logits)
             result["predictions"] = np.where(np.isnan(logits).any(-1), -1, logits.argmax(-1)).tolist()  # NaN: no answer
+            result["per_review"] = per_review(runner, texts, t)
+    if getattr(runner, "fit_record", None) is not None:
+        result["baseline_fit"] = runner.fit_record
     result.update(peak_rss_mb=peak_rss_mb(), torch_imported="torch" in sys.modules, gpu_mem_mb=runner.gpu_mem_mb(),
                   status="ok", **runner.extras())
     return result
@@ -129,6 +133,23 @@ def throughput(runner: Runner, texts: list[str], batch_size: int) -> tuple[dict[
     seconds = time.perf_counter() - start
     return {"batch_size": batch_size, "n_texts": len(texts), "seconds": seconds,
             "texts_per_s": len(texts) / seconds}, logits
+
+
+def per_review(runner: Runner, texts: list[str], threads: int, n: int = PER_REVIEW_TEXTS) -> dict[str, Any]:
+    """Latency of one review at a time (batch 1, windows and all) on up to `n` texts spread over the data:
+    p50/p90 overall and p50 per length bucket, since the cost of a review now grows with its length."""
+    picks = sorted({int(i) for i in np.linspace(0, len(texts) - 1, min(n, len(texts)))})
+    runner.classify(texts[picks[0]:picks[0] + 1], 1)  # warm-up
+    seconds = []
+    for i in picks:
+        start = time.perf_counter()
+        runner.classify([texts[i]], 1)
+        seconds.append(time.perf_counter() - start)
+    buckets: dict[str, list[float]] = {}
+    for i, s in zip(picks, seconds, strict=True):
+        buckets.setdefault(length_bucket(token_lengths(runner.pre, [texts[i]])[0]), []).append(s)
+    return {"threads": threads, **summarize(seconds),
+            "by_length": {name: {"n": len(v), "p50_ms": float(np.median(v) * 1000)} for name, v in buckets.items()}}
 
 
 def _measure_or_error(spec: WorkerSpec, progress=None) -> dict[str, Any]:

@@ -78,7 +78,7 @@ def export(source: str | os.PathLike | None = None, out: str | os.PathLike | Non
         from edgesent.openvino_session import import_openvino
 
         import_openvino()  # without the extra: one line naming it, before any work
-    src = resolve_source(opts.source, random_head_ok=opts.random_head_ok)
+    src = resolve_source(opts.source, random_head_ok=opts.random_head_ok, overrides=opts.set)
     final = (opts.out.expanduser() if opts.out is not None else default_out(src)).resolve()
     if final.exists() and not opts.overwrite:
         raise EdgesentError(f"{final} already exists (pass --overwrite or choose another --out)")

@@ -75,12 +75,11 @@ def validate_onnx(torch_model, onnx_path: Path, preprocessor, atol: float = VALI
 
 
 def onnx_predictions(onnx_path: Path, preprocessor, texts: list[str], batch_size: int = 32) -> np.ndarray:
-    """Predicted label ids, batching texts of similar length (what the runtime does)."""
-    from edgesent.textproc import length_buckets
+    """Predicted label ids, scored the way the runtime scores them (`textproc.pooled_logits`: length
+    buckets, and with `long_text: windows` the mean over each text's windows)."""
+    from edgesent.textproc import pooled_logits
 
     sess = onnx_session(onnx_path)
-    ids = preprocessor.encode(texts)
-    preds = np.zeros(len(texts), dtype=np.int64)
-    for batch in length_buckets([len(x) for x in ids], batch_size):
-        preds[batch] = sess.logits(preprocessor.pad([ids[i] for i in batch])).argmax(-1)
-    return preds
+    windows = preprocessor.encode_windows(texts)
+    logits = pooled_logits(windows, lambda ids: sess.logits(preprocessor.pad(ids)), batch_size, preprocessor.pool)
+    return logits.argmax(-1).astype(np.int64)

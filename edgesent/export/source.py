@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from edgesent.archs import arch_for
 from edgesent.data import make_preprocessor
 from edgesent.errors import GateError, ModelError
 from edgesent.export.parity import probe_batches, torch_logits
@@ -60,18 +61,29 @@ def find_latest_run(root: str | os.PathLike = "exports") -> Path:
     return max(candidates, key=lambda p: p.stat().st_mtime)
 
 
-def resolve_source(source: str | os.PathLike | None, random_head_ok: bool = False) -> Source:
+INFERENCE_KEYS = ("data.long_text", "data.window", "data.stride", "data.max_windows", "data.pool")
+
+
+def resolve_source(source: str | os.PathLike | None, random_head_ok: bool = False,
+                   overrides: list[str] | None = None) -> Source:
     """Load the model to export from a run folder, a HF folder or a hub id (None: newest run).
 
     A folder or hub model whose classification head is not in its checkpoint (a base or
     sentence-transformers model: transformers initialises the head at random) is refused unless
     `random_head_ok`: its artifact would predict noise. Run folders were trained by edgesent.
+    `overrides` (`section.key=value`) change a run's inference-time keys (INFERENCE_KEYS: how long
+    texts are scored), never what the model was trained with.
     """
     from edgesent import model as M
 
     path = find_latest_run() if source is None else Path(source).expanduser()
+    for text in overrides or []:
+        if text.split("=", 1)[0].strip() not in INFERENCE_KEYS:
+            raise ModelError(f"--set {text!r}: export can only change {', '.join(INFERENCE_KEYS)}")
     if path.is_dir() and (path / "recipe.yaml").is_file():
-        return _load_run_source(path.resolve())
+        return _load_run_source(path.resolve(), overrides)
+    if overrides:
+        raise ModelError(f"--set needs an edgesent run folder (with recipe.yaml); {path} is not one")
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelError(f"{path} is neither an edgesent run folder (recipe.yaml) nor a model folder (config.json)")
@@ -138,12 +150,15 @@ def _load_model_source(ref: str, kind: str, random_head_ok: bool = False) -> Sou
                                          *notes])
 
 
-def _load_run_source(run: Path) -> Source:
+def _load_run_source(run: Path, overrides: list[str] | None = None) -> Source:
     """An edgesent run folder: the recipe's preprocessing, LoRA merged into the base weights."""
     from edgesent import model as M
+    from edgesent.config import apply_overrides, validate_recipe
 
     torch_model, tokenizer, recipe = M.load_run(run, merge=False)
-    pre = make_preprocessor(tokenizer, recipe.data)
+    if overrides:
+        recipe = validate_recipe(apply_overrides(recipe.model_dump(mode="json"), overrides), f"{run}/recipe.yaml")
+    pre = make_preprocessor(tokenizer, recipe.data, max_tokens=arch_for(torch_model.config).max_tokens(torch_model.config))
     merge_diff = None
     if type(torch_model).__name__.startswith("Peft"):
         torch_model, merge_diff = merge_lora(torch_model, pre)
