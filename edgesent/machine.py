@@ -120,3 +120,12 @@ def peak_rss_mb() -> float:
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
+
+
+def peak_memory_mb(device: str = "cpu") -> float:
+    """Peak memory of this process on `device`: CUDA's allocator peak on a GPU, else `peak_rss_mb`."""
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.max_memory_allocated() / 2**20
+    return peak_rss_mb()

@@ -41,7 +41,7 @@ from edgesent.errors import (
     atomic_write_text,
     check_writable,
 )
-from edgesent.machine import check_threads
+from edgesent.machine import check_threads, peak_memory_mb
 from edgesent.metrics import METRIC_NAMES, classification_metrics
 from edgesent.quiet import debug, interactive, quiet_libraries, quiet_trainer
 
@@ -258,16 +258,6 @@ def training_arguments(recipe: Recipe, checkpoints: Path, precision: str):
     )
 
 
-def _peak_memory_mb(device: str) -> float:
-    import torch
-
-    if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated() / 2**20
-    from edgesent.machine import peak_rss_mb
-
-    return peak_rss_mb()
-
-
 # --------------------------------------------------------------------------------------------
 # Training
 
@@ -362,7 +352,7 @@ def train(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool = F
             "test": classification_metrics(prediction.label_ids, prediction.predictions.argmax(-1), labels, full=True),
             "wall_time_s": round(time.time() - start, 2),
             "train_tokens_per_s": round(tokens / runtime, 1) if runtime else None,
-            "peak_memory_mb": round(_peak_memory_mb(device), 1),
+            "peak_memory_mb": round(peak_memory_mb(device), 1),
             "trainable_params": trainable,
             "total_params": total,
             "trainable_pct": round(100 * trainable / total, 4),
