@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from edgesent.artifact import FILES, load_manifest, loaded_files
+from edgesent.bench.timing import time_runs
 from edgesent.errors import run_main
 from edgesent.machine import machine_facts, native_bf16
 
@@ -171,14 +172,8 @@ class Target:
 
 
 def time_round(fn, seconds: float, warm: bool) -> list[float]:
-    if warm:
-        fn()
-    samples, deadline = [], time.perf_counter() + seconds
-    while len(samples) < 3 or time.perf_counter() < deadline:
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return samples
+    """One interleaved round: bench's own `time_runs` (one warm-up call in the first round only)."""
+    return time_runs(fn, seconds, warmup=1 if warm else 0)
 
 
 def measure_latency(t: Target, engines: list[Engine], cells, texts, rounds: int, round_s: float) -> dict:

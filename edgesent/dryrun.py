@@ -128,11 +128,10 @@ def training_summary(recipe: Recipe, data: dict, seeds, resume: bool, out) -> di
         if rows < t.batch_size:
             raise DataError(f"data: train has {rows} rows, fewer than training.batch_size {t.batch_size}; "
                             "add data or lower the batch size")
+    from edgesent.train import check_seeds
+
+    check_seeds(seeds, resume, out)
     if seeds:
-        if resume or out is not None:
-            raise EdgesentError("--seeds cannot be combined with --resume or --out")
-        if len(set(seeds)) != len(seeds):
-            raise EdgesentError(f"--seeds lists a seed twice: {seeds}")
         summary["seeds"] = list(seeds)
     if resume:
         from edgesent.train import find_resumable

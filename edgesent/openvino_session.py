@@ -32,7 +32,7 @@ import numpy as np
 
 from edgesent.artifact import max_tokens
 from edgesent.errors import ArtifactError, EdgesentError, first_line
-from edgesent.session import FEEDABLE, feed_for
+from edgesent.session import check_inputs, feed_for
 
 EXTRA = 'pip install "edgesent[openvino]"'
 HINTS = {"f32": "f32", "fp32": "f32", "bf16": "bf16"}
@@ -90,12 +90,8 @@ class OpenVinoSession:
         except Exception as exc:  # openvino raises RuntimeError with a multi-line report
             raise ArtifactError(f"openvino cannot load {self.path}: {first_line(exc)}") from None
         i32 = import_openvino().Type.i32
-        self.inputs = {port.get_any_name(): (np.int32 if port.get_element_type() == i32 else np.int64)
-                       for port in self.compiled.inputs}
-        unknown = set(self.inputs) - set(FEEDABLE)
-        if unknown or "input_ids" not in self.inputs:
-            raise ArtifactError(f"{self.path.name} declares inputs {sorted(self.inputs)}; edgesent feeds "
-                                f"{', '.join(FEEDABLE)} only")
+        self.inputs = check_inputs(self.path, {port.get_any_name(): (np.int32 if port.get_element_type() == i32
+                                                                     else np.int64) for port in self.compiled.inputs})
         self.output = self.compiled.outputs[0]
         width = self.output.get_partial_shape()[-1]
         self.classes = width.get_length() if width.is_static else None  # output width when the graph fixes it

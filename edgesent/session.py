@@ -47,11 +47,8 @@ class OnnxSession:
     def __init__(self, path: str | os.PathLike, threads: int | None = None, providers: list | None = None):
         self.path = Path(path)
         self.ort = make_session(path, threads, providers)
-        self.inputs = {i.name: (np.int32 if i.type == "tensor(int32)" else np.int64) for i in self.ort.get_inputs()}
-        unknown = set(self.inputs) - set(FEEDABLE)
-        if unknown or "input_ids" not in self.inputs:
-            raise ArtifactError(f"{self.path.name} declares inputs {sorted(self.inputs)}; edgesent feeds "
-                                f"{', '.join(FEEDABLE)} only")
+        self.inputs = check_inputs(self.path, {i.name: (np.int32 if i.type == "tensor(int32)" else np.int64)
+                                               for i in self.ort.get_inputs()})
         self.output = self.ort.get_outputs()[0].name
         width = self.ort.get_outputs()[0].shape[-1]
         self.classes = width if isinstance(width, int) else None  # output width when the graph fixes it
@@ -61,6 +58,14 @@ class OnnxSession:
 
     def logits(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         return np.asarray(self.ort.run([self.output], self.feed(batch))[0], dtype=np.float32)
+
+
+def check_inputs(path: Path, inputs: dict[str, type]) -> dict[str, type]:
+    """A graph's inputs (name -> integer dtype), refused in one line unless edgesent can feed them."""
+    unknown = set(inputs) - set(FEEDABLE)
+    if unknown or "input_ids" not in inputs:
+        raise ArtifactError(f"{path.name} declares inputs {sorted(inputs)}; edgesent feeds {', '.join(FEEDABLE)} only")
+    return inputs
 
 
 def feed_for(batch: dict[str, np.ndarray], inputs: dict[str, type]) -> dict[str, np.ndarray]:

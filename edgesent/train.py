@@ -431,14 +431,19 @@ def train_seeds(recipe: Recipe, seeds: list[int]) -> tuple[list[Path], Path]:
     return runs, path
 
 
+def check_seeds(seeds: list[int] | None, resume: bool, out) -> None:
+    """--seeds runs several fresh runs: not with --resume or --out, and each seed once."""
+    if seeds and (resume or out is not None):
+        raise EdgesentError("--seeds cannot be combined with --resume or --out")
+    if seeds and len(set(seeds)) != len(seeds):
+        raise EdgesentError(f"--seeds lists a seed twice: {seeds}")
+
+
 def train_cli(recipe_path, overrides: list[str] | None = None, seeds: list[int] | None = None,
               resume: bool = False, out=None) -> None:
     recipe = load_recipe(recipe_path, overrides)
+    check_seeds(seeds, resume, out)
     if seeds:
-        if resume or out is not None:
-            raise EdgesentError("--seeds cannot be combined with --resume or --out")
-        if len(set(seeds)) != len(seeds):
-            raise EdgesentError(f"--seeds lists a seed twice: {seeds}")
         train_seeds(recipe, seeds)
     else:
         train(recipe, out=out, resume=resume)

@@ -82,20 +82,24 @@ class OrtRunner(Runner):
 
     engine = "onnxruntime"
 
+    def _model(self) -> str | None:
+        return self.spec.file
+
     def load(self, threads: int) -> None:
         from edgesent.runtime import Classifier
 
-        self.clf = Classifier(self.spec.artifact, model=self.spec.file, threads=threads, providers=self._providers(),
+        self.clf = Classifier(self.spec.artifact, model=self._model(), threads=threads, providers=self._providers(),
                               engine=self.engine)
         self.threads = threads
         self.n_labels = len(self.clf.labels)
 
     def set_threads(self, threads: int) -> None:
-        """onnxruntime fixes its thread pool when the session is made: a new count is a new session."""
-        from edgesent.session import OnnxSession
+        """Both engines fix their thread pool when the session is made: a new count is a new session."""
+        from edgesent.runtime import open_session
 
         if threads != self.threads:
-            self.clf.session = OnnxSession(self.clf.session.path, threads=threads, providers=self._providers())
+            self.clf.session = open_session(self.engine, self.clf.session.path, threads, self._providers(),
+                                            self.clf.hint)
             self.threads = threads
 
     def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
@@ -123,21 +127,11 @@ class OpenVinoRunner(OrtRunner):
 
     engine = "openvino"
 
-    def load(self, threads: int) -> None:
-        from edgesent.runtime import Classifier
+    def _providers(self) -> list[str] | None:
+        return None
 
-        model = "bf16" if self.spec.precision == "bf16" else self.spec.file
-        self.clf = Classifier(self.spec.artifact, model=model, threads=threads, engine="openvino")
-        self.threads = threads
-        self.n_labels = len(self.clf.labels)
-
-    def set_threads(self, threads: int) -> None:
-        """OpenVINO fixes its threads when the model is compiled: a new count is a new session."""
-        from edgesent.openvino_session import OpenVinoSession
-
-        if threads != self.threads:
-            self.clf.session = OpenVinoSession(self.clf.session.path, threads=threads, hint=self.clf.hint)
-            self.threads = threads
+    def _model(self) -> str | None:
+        return "bf16" if self.spec.precision == "bf16" else self.spec.file
 
     def gpu_mem_mb(self) -> float | None:
         return None
