@@ -356,5 +356,4 @@ def accuracy_block(t: Target, engines: list[Engine], texts: list[str], labels: n
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     run_main(main)

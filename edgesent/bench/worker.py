@@ -91,7 +91,8 @@ def measure_variant(spec: WorkerSpec, progress=None) -> dict[str, Any]:
         if i == 0:
             logits = np.asarray(logits)
             result["predictions"] = np.where(np.isnan(logits).any(-1), -1, logits.argmax(-1)).tolist()  # NaN: no answer
-            result["per_review"] = per_review(runner, texts, t)
+            if runner.warmup:  # not for an API baseline: every call is a paid request, and it has no tokenizer
+                result["per_review"] = per_review(runner, texts, t)
     if getattr(runner, "fit_record", None) is not None:
         result["baseline_fit"] = runner.fit_record
     result.update(peak_rss_mb=peak_rss_mb(), torch_imported="torch" in sys.modules, gpu_mem_mb=runner.gpu_mem_mb(),
