@@ -180,6 +180,20 @@ def tiny_recipe(model_dir: Path, data_dir: Path, out_root: Path, **sections) -> 
     return recipe
 
 
+def run_cli(argv: list, capsys) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `edgesent ARGV` run in this process."""
+    from edgesent.cli import main
+
+    capsys.readouterr()
+    try:
+        main([str(a) for a in argv])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 # ----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def model_factory(tmp_path_factory):

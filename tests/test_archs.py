@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_model_dir
 
 from edgesent import archs
 from edgesent.artifact import file_for, load_manifest
@@ -19,15 +18,9 @@ FAMILIES = sorted(archs.ARCHS)
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    cache = {}
+def tiny(model_factory):
+    return model_factory  # conftest's cached tiny model per family
 
-    def get(kind):
-        if kind not in cache:
-            cache[kind] = make_model_dir(kind, tmp_path_factory.mktemp(f"arch-{kind}"))
-        return cache[kind]
-
-    return get
 
 
 @pytest.mark.parametrize("family", FAMILIES)

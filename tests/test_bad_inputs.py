@@ -22,10 +22,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import sentences, tiny_recipe
+from conftest import run_cli, sentences, tiny_recipe
 
 from edgesent import artifact as art
-from edgesent.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_LENGTH = 32
@@ -35,16 +34,6 @@ MAX_LENGTH = 32
 # Helpers
 
 
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of `edgesent ARGV` run in this process."""
-    capsys.readouterr()
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_one_line_error(code: int, err: str, fragment: str) -> None:

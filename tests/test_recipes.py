@@ -12,9 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, make_model_dir, write_sentiment_data
-
-from edgesent.cli import main
+from conftest import ROOT, run_cli, write_sentiment_data
 
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
 # recipe -> tiny family; pythia14m_sweep trains its LoRA choice (the card's search covers full, lora and frozen)
@@ -23,27 +21,12 @@ SEED_SYSTEMS = {"gpt2": ("gpt2", []), "bert_large": ("bert", []), "roberta_large
                 "pythia14m_sweep": ("gpt_neox", ["model.method=lora"])}
 
 
-def run_cli(argv, capsys) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    cache = {}
+def tiny(model_factory):
+    return model_factory  # conftest's cached tiny model per family
 
-    def get(kind):
-        if kind not in cache:
-            cache[kind] = make_model_dir(kind, tmp_path_factory.mktemp(f"recipe-{kind}"))
-        return cache[kind]
-
-    return get
 
 
 @pytest.fixture(scope="module")
