@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> None:
         tmp = Path(tmp)
         src = make_input(a.data, a.rows, tmp)
         small = make_input(a.data, 64, tmp / "small")  # fixed costs: Ray start, actors, model loads
-        common = ["--column", "text", "--model", a.model, "--batch-size", a.batch_size]
+        # --prefix: the input keeps its gold label column (predict never replaces an input column)
+        common = ["--column", "text", "--model", a.model, "--batch-size", a.batch_size, "--prefix", "pred_"]
         configs = {
             "single (1 process, 2 threads)": [a.artifact, "--file", src, *common, "--threads", 2,
                                               "--out", tmp / "single.parquet"],
@@ -126,10 +127,11 @@ def main(argv: list[str] | None = None) -> None:
         io = io_only(src, tmp)
         load_s = model_load(a.artifact, a.model)
 
+    from edgesent.artifact import load_manifest
     from edgesent.machine import machine_facts
 
-    result = {"machine": machine_facts(),
-              "artifact": str(a.artifact), "model": a.model, "batch_size": a.batch_size, "rows": a.rows,
+    result = {"machine": machine_facts(), "artifact": str(a.artifact), "model": a.model,
+              "engine": load_manifest(a.artifact).engine,  # the artifact's default: every configuration uses it "batch_size": a.batch_size, "rows": a.rows,
               "configs": rows, "io_only": io, "model_load_s": round(load_s, 3)}
     per_core = next((r["scoring_rows_per_s"] for r in rows if r["key"] == "ray1"), None)
     two = next((r["scoring_rows_per_s"] for r in rows if r["key"] == "ray2"), None)

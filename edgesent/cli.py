@@ -117,7 +117,8 @@ def _predict(o: O.PredictOptions) -> None:
         from edgesent.scoring_ray import predict_ray_cli
 
         return predict_ray_cli(o.artifact, o.texts or [], file=o.file, column=o.column, out=o.out, model=o.model,
-                               threads=o.threads, batch_size=o.batch_size, workers=o.workers, address=o.ray_address)
+                               threads=o.threads, batch_size=o.batch_size, workers=o.workers, address=o.ray_address,
+                               prefix=o.prefix, overwrite=o.overwrite)
     if o.ray_address or o.workers:
         from edgesent.errors import EdgesentError
 

@@ -268,7 +268,8 @@ def output_columns(labels: list[str], prefix: str = "") -> list[str]:
     return [f"{prefix}{name}" for name in ("label", "confidence", *(f"prob_{x}" for x in labels), "empty")]
 
 
-def _check_columns(file: Path, names, added: list[str], prefix: str) -> None:
+def check_columns(file: Path, names, added: list[str], prefix: str) -> None:
+    """Refuse an input column named like one predict adds (it is never replaced)."""
     clash = [name for name in names if name in added]
     if clash:
         hint = "another --prefix" if prefix else "--prefix pred_ (adds pred_label, pred_confidence, ...)"
@@ -346,7 +347,7 @@ def predict_file(clf: Classifier, file: str | os.PathLike, out: str | os.PathLik
         with tqdm(total=total, unit=unit, unit_scale=unit == "B", desc=f"scoring {file.name}", disable=None,
                   file=sys.stderr) as progress:
             for cols, texts in reader(file, column, progress):
-                _check_columns(Path(shown), cols, added, prefix)
+                check_columns(Path(shown), cols, added, prefix)
                 cols, results = scored_columns(clf, cols, texts, batch_size, prefix)
                 writer.write(cols)
                 rows += len(results)

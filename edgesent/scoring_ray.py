@@ -42,7 +42,7 @@ import warnings
 from pathlib import Path
 
 from edgesent.errors import DataError, EdgesentError, check_writable, first_line
-from edgesent.scoring import _decode_lines, _missing_column, scored_columns
+from edgesent.scoring import _decode_lines, _missing_column, check_columns, output_columns, scored_columns
 
 FORMATS = (".csv", ".jsonl", ".parquet", ".txt")
 BLOCK_ROWS = 1024  # rows per Ray block (one actor task); small enough to spread a single file over workers
@@ -110,9 +110,10 @@ def resolve_inputs(spec: str | os.PathLike):
     return files, kinds.pop(), None if local else fs
 
 
-def check_local_inputs(files: list[str], kind: str, column: str) -> None:
+def check_local_inputs(files: list[str], kind: str, column: str) -> list[str]:
     """What single-process predict refuses, refused here too (before Ray starts): non-UTF-8 text
-    (naming the line), a missing text column (naming the columns there are)."""
+    (naming the line), a missing text column (naming the columns there are). Returns the first
+    file's column names."""
     if kind != ".parquet":
         for name in files:
             decoder = codecs.getincrementaldecoder("utf-8")()
@@ -128,7 +129,7 @@ def check_local_inputs(files: list[str], kind: str, column: str) -> None:
     if kind == ".txt":
         if column != "text":
             raise DataError(f"{first}: a .txt file has one column, 'text'; drop --column")
-        return
+        return ["text"]
     if kind == ".parquet":
         import pyarrow.parquet as pq
 
@@ -156,6 +157,7 @@ def check_local_inputs(files: list[str], kind: str, column: str) -> None:
                     break
     if column not in names:
         raise _missing_column(first, column, names)
+    return names
 
 
 def read_dataset(files: list[str], kind: str, column: str, filesystem=None):
@@ -183,24 +185,23 @@ def read_dataset(files: list[str], kind: str, column: str, filesystem=None):
 class Scorer:
     """Ray Data callable class: the artifact is loaded once per actor and scores pyarrow batches."""
 
-    def __init__(self, artifact: str, column: str, model: str | None, threads: int, batch_size: int, counter=None):
+    def __init__(self, artifact: str, column: str, model: str | None, threads: int, batch_size: int, counter=None,
+                 prefix: str = ""):
         from edgesent.runtime import Classifier
 
         self.clf = Classifier(artifact, model=model, threads=threads)
-        self.column, self.batch_size, self.counter = column, batch_size, counter
+        self.column, self.batch_size, self.counter, self.prefix = column, batch_size, counter, prefix
 
     def __call__(self, batch):
         import pyarrow as pa
 
         if self.column not in batch.column_names:
             raise _missing_column(Path("input"), self.column, batch.column_names)
-        cols = {name: batch.column(name) for name in batch.column_names}
-        texts = cols[self.column].to_pylist()
-        scored, _ = scored_columns(self.clf, {}, texts, self.batch_size)
+        check_columns(Path("input"), batch.column_names, output_columns(self.clf.labels, self.prefix), self.prefix)
+        texts = batch.column(self.column).to_pylist()
+        scored, _ = scored_columns(self.clf, {}, texts, self.batch_size, self.prefix)
         for name, values in scored.items():
-            array = pa.array(values)
-            batch = (batch.set_column(batch.column_names.index(name), name, array) if name in cols
-                     else batch.append_column(name, array))
+            batch = batch.append_column(name, pa.array(values))
         if self.counter is not None:
             self.counter.add.remote(len(texts))
         return batch
@@ -284,8 +285,12 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 def score_with_ray(artifact: str | os.PathLike, file: str | os.PathLike, out: str | os.PathLike, column: str = "text",
                    model: str | None = None, threads: int | None = None, batch_size: int = 32,
-                   workers: int | None = None, address: str | None = None, progress: bool = True) -> dict:
+                   workers: int | None = None, address: str | None = None, progress: bool = True,
+                   prefix: str = "") -> dict:
     """Score `file` (file, folder or glob) on Ray into parquet shards under the new folder `out`.
+
+    The added columns get `prefix` (as in single-process predict); an input column of the same
+    name is refused, never replaced.
 
     Returns {out, rows, counts, seconds, ray_start_s, workers, threads}. Uses the Ray of this
     process when one is initialised (tests), else joins `address`, else starts a local one.
@@ -297,9 +302,10 @@ def score_with_ray(artifact: str | os.PathLike, file: str | os.PathLike, out: st
         raise EdgesentError(f"--out {out} already exists; choose a new folder (with --engine ray it is a folder of shards)")
     check_writable(out.parent if str(out.parent) else Path("."))
     files, kind, filesystem = resolve_inputs(file)
-    if filesystem is None:
-        check_local_inputs(files, kind, column)
     clf = Classifier(artifact, model=model, threads=1)  # refuses a bad artifact here, with one line
+    if filesystem is None:
+        names = check_local_inputs(files, kind, column)
+        check_columns(Path(files[0]), names, output_columns(clf.labels, prefix), prefix)
     threads = threads or 1
     ray = import_ray()
     if workers is None:
@@ -319,7 +325,7 @@ def score_with_ray(artifact: str | os.PathLike, file: str | os.PathLike, out: st
         ds = ds.map_batches(
             Scorer, batch_format="pyarrow", batch_size=None, zero_copy_batch=True, concurrency=workers, num_cpus=threads,
             fn_constructor_kwargs=dict(artifact=str(Path(artifact).resolve()), column=column, model=model,
-                                       threads=threads, batch_size=batch_size, counter=counter))
+                                       threads=threads, batch_size=batch_size, counter=counter, prefix=prefix))
         start = time.perf_counter()
         failure: list[BaseException] = []
 
@@ -338,7 +344,7 @@ def score_with_ray(artifact: str | os.PathLike, file: str | os.PathLike, out: st
                 raise cause
             raise DataError(f"scoring {file} on Ray failed: {first_line(cause)}")
         seconds = time.perf_counter() - start
-        rows, counts = _tally(tmp, clf.labels, filesystem)
+        rows, counts = _tally(tmp, clf.labels, f"{prefix}label", filesystem)
         if rows == 0:
             raise DataError(f"{file} holds no rows to score")
         _rename(tmp, out, filesystem)
@@ -364,7 +370,7 @@ def _follow(ray, counter, worker: threading.Thread, progress: bool) -> None:
             bar.update(rows - bar.n)
 
 
-def _tally(folder: Path, labels: list[str], filesystem=None) -> tuple[int, dict[str, int]]:
+def _tally(folder: Path, labels: list[str], label_column: str, filesystem=None) -> tuple[int, dict[str, int]]:
     """Rows and predicted labels, read back from the written shards (the label column only)."""
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
@@ -374,8 +380,8 @@ def _tally(folder: Path, labels: list[str], filesystem=None) -> tuple[int, dict[
         dataset = pads.dataset(str(folder), format="parquet", filesystem=filesystem)
     except (FileNotFoundError, ValueError):
         return 0, counts
-    table = dataset.to_table(columns=["label"])
-    for item in pc.value_counts(table.column("label")).to_pylist():
+    table = dataset.to_table(columns=[label_column])
+    for item in pc.value_counts(table.column(label_column)).to_pylist():
         counts[item["values"]] = item["counts"]
     return table.num_rows, counts
 
@@ -400,8 +406,10 @@ def _remove(tmp: Path, filesystem=None) -> None:
 # --------------------------------------------------------------------------------------------
 def predict_ray_cli(artifact, texts: list[str], file=None, column: str = "text", out=None, model: str | None = None,
                     threads: int | None = None, batch_size: int = 32, workers: int | None = None,
-                    address: str | None = None) -> None:
+                    address: str | None = None, prefix: str = "", overwrite: bool = False) -> None:
     """`edgesent predict --engine ray`: score --file into the folder --out; print one summary line."""
+    if overwrite:
+        raise EdgesentError("--overwrite does not apply to --engine ray: --out must be a new folder (shards are never mixed)")
     if texts:
         raise EdgesentError("--engine ray scores files: give --file PATH (texts on the command line use the default engine)")
     if not file:
@@ -410,7 +418,7 @@ def predict_ray_cli(artifact, texts: list[str], file=None, column: str = "text",
         raise EdgesentError("--engine ray needs --out DIR (a new folder for the parquet shards)")
     import_ray()
     r = score_with_ray(artifact, file, out, column=column, model=model, threads=threads, batch_size=batch_size,
-                       workers=workers, address=address)
+                       workers=workers, address=address, prefix=prefix)
     summary = ", ".join(f"{name} {n}" for name, n in r["counts"].items())
     print(f"scored {r['rows']} rows with {r['model_file']} on ray ({r['workers']} workers x {r['threads']} threads) "
           f"in {r['seconds']:.1f} s ({r['rows'] / max(r['seconds'], 1e-9):.0f} rows/s; ray start "

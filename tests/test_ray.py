@@ -208,6 +208,30 @@ def test_cli_scores_jsonl_like_single_process(artifact, local_ray, tmp_path, cap
     assert_same_rows(single_out, tmp_path / "scored", ROWS)
 
 
+def test_gold_label_column_kept_with_prefix_refused_without(artifact, local_ray, tmp_path, capsys):
+    """An input column named like an added one (a gold `label`) is refused as single-process predict
+    refuses it, before Ray starts; with --prefix pred_ it stays untouched beside pred_label."""
+    df = frame(200).assign(label=lambda d: np.where(d["stars"] > 2, "positive", "negative"))
+    single_in, spec = write_input(df, tmp_path / "in", "csv")
+    code, _, err = cli(capsys, "predict", artifact, "--file", spec, "--column", "review", "--engine", "ray",
+                       "--out", tmp_path / "scored")
+    with pytest.raises(DataError) as single:
+        predict_file(Classifier(artifact, threads=1), single_in, tmp_path / "single.parquet", column="review")
+    assert code != 0 and err.strip().count("\n") == 0 and str(single.value) in err
+    assert "has a column 'label'" in err and not (tmp_path / "scored").exists()
+    result = scoring_ray.score_with_ray(artifact, spec, tmp_path / "scored", column="review", workers=2,
+                                        progress=False, prefix="pred_")
+    many = read_out(result["out"]).assign(id=lambda d: d["id"].astype(int)).set_index("id").sort_index()
+    one, _, counts = predict_file(Classifier(artifact, threads=1), single_in, tmp_path / "single.parquet",
+                                  column="review", prefix="pred_")
+    one = read_out(one).assign(id=lambda d: d["id"].astype(int)).set_index("id").sort_index()
+    assert list(many.columns) == list(one.columns) and result["counts"] == counts
+    assert list(many.index) == list(one.index) == list(range(200))
+    assert list(many["label"]) == list(df["label"])  # the gold column, unchanged
+    assert (many["pred_label"] == one["pred_label"]).all()
+    np.testing.assert_allclose(many["pred_confidence"], one["pred_confidence"], atol=1e-5, rtol=0)
+
+
 def test_existing_out_refused(artifact, tmp_path, capsys):
     _, spec = write_input(frame(20), tmp_path / "in", "csv")
     (tmp_path / "scored").mkdir()
@@ -234,6 +258,7 @@ def test_missing_ray_names_the_extra(artifact, tmp_path, capsys, monkeypatch):
     (["--engine", "ray", "--out", "{tmp}/o"], "--engine ray needs --file PATH"),
     (["hello", "--engine", "ray", "--out", "{tmp}/o"], "--engine ray scores files"),
     (["--file", "{tmp}/in/all.csv", "--workers", "2"], "--workers needs --engine ray"),
+    (["--engine", "ray", "--file", "{tmp}/in/all.csv", "--out", "{tmp}/o", "--overwrite"], "--overwrite does not apply"),
     (["--engine", "ray", "--file", "{tmp}/in/*.xlsx", "--out", "{tmp}/o"], "matches no .csv, .jsonl, .parquet, .txt"),
     (["--engine", "ray", "--file", "{tmp}/nope", "--out", "{tmp}/o"], "input file not found"),
     (["--engine", "spark"], "--engine: Input should be 'onnxruntime', 'openvino' or 'ray'"),
