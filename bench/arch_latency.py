@@ -30,6 +30,7 @@ from pathlib import Path
 
 from bench.latency_targets import build_run, export_run
 from edgesent.artifact import FILES, load_manifest
+from edgesent.bench.report import save_numbers
 from edgesent.errors import run_main
 from edgesent.machine import machine_facts
 
@@ -124,10 +125,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{cold['fp32']['first_answer_s']:.2f} s / {cold['fp32']['rss_mb']:.0f} MB RSS; peak RSS in the "
                       "grid (batch 32 x 512 included): "
                       + ", ".join(f"{k} {v:.0f} MB" for k, v in rss.items() if v) + "\n")
-    out = args.out or args.work / "arch_latency.json"
-    out.write_text(json.dumps(summary, indent=1) + "\n")
     print("\n" + "\n".join(report))
-    print(f"numbers: {out}")
+    save_numbers(args.out or args.work / "arch_latency.json", summary)
     return 0
 
 

@@ -15,11 +15,7 @@
 # MODELS=int8 scores only the INT8 files in the results stage (default int8,fp32). EXTRA="--set training.max_steps=900"
 # adds recipe overrides to the training stages (e.g. a part of the epoch when the whole one does not fit).
 # About 20 min of training per 3-block student on the 2-vCPU dev box (bf16), a few minutes per export.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-SHARED=${SHARED:-../shared}
-PY=${PY:-.venv/bin/python}
-export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
+. "$(dirname "$0")/env.sh"  # strict mode, repo root, SHARED, PY, no hub traffic
 TEACHER=${TEACHER:-$(ls -dt exports/minilm_full_imdb-2* 2>/dev/null | head -1)}
 [ -n "$TEACHER" ] && [ -d "$TEACHER/artifact" ] || { echo "error: no teacher run with artifact/ (set TEACHER=exports/<run>)" >&2; exit 2; }
 STAGES=${*:-layers l3 export-l3 results}

@@ -28,7 +28,9 @@ import time
 from pathlib import Path
 
 from bench.real_accuracy import load_set, score
-from edgesent.errors import EdgesentError, atomic_write_text, run_main
+from edgesent.bench.report import save_numbers
+from edgesent.bench.timing import one_text_p50_ms
+from edgesent.errors import EdgesentError, run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,16 +45,6 @@ def parse_targets(items: list[str]) -> dict[str, Path]:
             raise EdgesentError(f"{name}: {path} is not an edgesent artifact (no edgesent.json)")
         targets[name] = Path(path)
     return targets
-
-
-def p50_ms(path: Path, preprocessor, text: str, seq: int, budget: float) -> float:
-    from edgesent.bench.inputs import text_batch
-    from edgesent.bench.timing import summarize, time_runs
-    from edgesent.session import OnnxSession
-
-    sess = OnnxSession(path, threads=1)
-    batch = text_batch(preprocessor, [text * 50], 1, seq)
-    return summarize(time_runs(lambda: sess.logits(batch), budget))["p50_ms"]
 
 
 def facts(artifact: Path) -> dict:
@@ -119,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                                 mcnemar_p_vs_teacher=paired["mcnemar_p"])
                 row["sets"][s] = cell
             for seq in seqs:
-                row[f"p50_ms_b1x{seq}"] = round(p50_ms(artifact / file_for(m), clf.preprocessor, probe, seq, args.budget), 2)
+                row[f"p50_ms_b1x{seq}"] = round(one_text_p50_ms(artifact / file_for(m), clf.preprocessor, probe, seq, args.budget), 2)
             results["rows"].append(row)
             print(json.dumps(row, default=str), flush=True)
     if args.baseline:
@@ -141,8 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(row, default=str), flush=True)
     print(markdown(results, sets, seqs))
     if args.out:
-        atomic_write_text(args.out, json.dumps(results, indent=1, default=str) + "\n")
-        print(f"numbers: {args.out}")
+        save_numbers(args.out, results)
     if args.plot:
         plot(results, sets[0], args.plot)
         print(f"plot: {args.plot}")

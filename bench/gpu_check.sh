@@ -11,10 +11,7 @@
 # Env: SHARED (default ../shared: models/all-MiniLM-L6-v2, data/imdb), PY (default .venv/bin/python),
 #      TRAIN_SAMPLES (default 4000), OUT (default exports/gpu_check-<timestamp>).
 # Install a CUDA torch first (README "Install"); add onnxruntime-gpu==1.32.0 for the ORT CUDA rows.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-SHARED=${SHARED:-../shared}
-PY=${PY:-.venv/bin/python}
+. "$(dirname "$0")/env.sh"  # strict mode, repo root, SHARED, PY, no hub traffic
 TRAIN_SAMPLES=${TRAIN_SAMPLES:-4000}
 DRY=0
 case "${1:-}" in
@@ -22,8 +19,6 @@ case "${1:-}" in
   "") ;;
   *) echo "error: unknown argument '$1' (usage: bash bench/gpu_check.sh [--dry-run])" >&2; exit 2 ;;
 esac
-export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
-
 run() {  # print the command; run it unless --dry-run
   echo "+ $*"
   if [ "$DRY" = 0 ]; then "$@"; fi

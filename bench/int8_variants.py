@@ -24,22 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from edgesent.bench.timing import one_text_p50_ms
 from edgesent.errors import EdgesentError, run_main
 from edgesent.export.quantize import INT8_VARIANTS
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL = ",".join(v.name for v in INT8_VARIANTS)
-
-
-def p50_ms(path: Path, preprocessor, text: str, seq: int = 128, budget: float = 3.0) -> float:
-    """p50 of one text (repeated to fill `seq` tokens, truncated the artifact's way) on one thread."""
-    from edgesent.bench.inputs import text_batch
-    from edgesent.bench.timing import summarize, time_runs
-    from edgesent.session import OnnxSession
-
-    sess = OnnxSession(path, threads=1)
-    batch = text_batch(preprocessor, [text * 50], 1, seq)
-    return summarize(time_runs(lambda: sess.logits(batch), budget))["p50_ms"]
 
 
 def chosen_variants(names: str) -> list:
@@ -93,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     ref = onnx_predictions(fp32, pre, texts)
     rows = [{"variant": "fp32", "accuracy": float((ref == labels).mean()), "bytes": fp32.stat().st_size,
-             "p50_ms_b1_s128_1t": p50_ms(fp32, pre, texts[0]), "score_s": time.perf_counter() - started}]
+             "p50_ms_b1_s128_1t": one_text_p50_ms(fp32, pre, texts[0]), "score_s": time.perf_counter() - started}]
     with tempfile.TemporaryDirectory(prefix="edgesent-int8-") as tmp:
         for variant in variants:
             out = Path(tmp) / f"{variant.name}.onnx"
@@ -106,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"variant": variant.name, "accuracy": acc, "drop_pts": 100 * (rows[0]["accuracy"] - acc),
                          "disagree": int((preds != ref).sum()), "only_fp32_right": pair["only_a_right"],
                          "only_int8_right": pair["only_b_right"], "mcnemar_p": pair["mcnemar_p"],
-                         "bytes": out.stat().st_size, "p50_ms_b1_s128_1t": p50_ms(out, pre, texts[0]),
+                         "bytes": out.stat().st_size, "p50_ms_b1_s128_1t": one_text_p50_ms(out, pre, texts[0]),
                          "score_s": score_s})
             r = rows[-1]
             print(f"{variant.name:<44} acc {acc:.4f}  drop {r['drop_pts']:+.2f} pts  disagree {r['disagree']}  "

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from edgesent.archs import arch_for, blocks
 from edgesent.artifact import FILES, is_artifact
+from edgesent.bench.report import save_numbers
 from edgesent.errors import run_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -218,9 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  with ORT fusions before quantization: fp32 {fused[0]:.2f} ms, INT8 {fused[1]:.2f} ms "
                       f"(export's INT8: {int8_ms:.2f} ms)")
         summary[name] = row
-    out = args.work / "latency_targets.json"
-    out.write_text(json.dumps(summary, indent=1))
-    print(f"numbers: {out}")
+    save_numbers(args.work / "latency_targets.json", summary)
     return 0
 
 

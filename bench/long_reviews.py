@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgesent.errors import atomic_write_text, run_main
+from edgesent.bench.report import save_numbers
+from edgesent.errors import run_main
 from edgesent.metrics import paired_comparison, wilson
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -298,9 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             {"test": stage_test, "short": stage_short, "baseline": stage_baseline, "report": stage_report}[stage](
                 args, cache, results)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.out, json.dumps(results, indent=1, default=float) + "\n")
-    print(f"numbers: {args.out}")
+        save_numbers(args.out, results)
     return 0
 
 

@@ -20,12 +20,12 @@ it -- `edgesent.bench.baseline.tuned_tfidf`, the same model `edgesent bench` use
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
 
-from edgesent.errors import atomic_write_text, run_main
+from edgesent.bench.report import save_numbers
+from edgesent.errors import run_main
 from edgesent.metrics import classification_metrics, paired_comparison, wilson
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,8 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"McNemar p = {r['mcnemar_p']:.3g}")
         results["sets"][name] = rows
     if args.out:
-        atomic_write_text(args.out, json.dumps(results, indent=1) + "\n")
-        print(f"numbers: {args.out}")
+        save_numbers(args.out, results)
     return 0
 
 

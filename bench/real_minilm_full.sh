@@ -8,10 +8,7 @@
 #   bench     edgesent bench on 1,000 test reviews -> bench/results/report.md, latency.png, pareto.png
 # RUN=exports/<run> picks the run for the later stages (default: the newest minilm_full_imdb run).
 # About 40 min of training and 25 min of evaluation on the 2-vCPU dev box.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-SHARED=${SHARED:-../shared}
-export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
+. "$(dirname "$0")/env.sh"  # strict mode, repo root, SHARED, PY, no hub traffic
 STAGES=${*:-train export accuracy bench}
 target() {  # RUN, else the newest run of the recipe; fails with one line when there is none
   local run=${RUN:-$(ls -dt exports/minilm_full_imdb-2* 2>/dev/null | head -1)}
@@ -31,7 +28,7 @@ for stage in $STAGES; do
       run=$(target); .venv/bin/edgesent export "$run" --int8 ;;
     accuracy)
       # fp32 and INT8 ONNX on every test review of IMDB, SST-2 and Rotten Tomatoes, plus TF-IDF + LR
-      run=$(target); .venv/bin/python -m bench.real_accuracy "$run/artifact" --threads 2 --baseline \
+      run=$(target); $PY -m bench.real_accuracy "$run/artifact" --threads 2 --baseline \
         --out bench/results/real_accuracy.json ;;
     bench)
       # latency/throughput/accuracy of every variant on 1,000 test reviews -> report.md, latency.png, pareto.png

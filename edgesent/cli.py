@@ -143,9 +143,9 @@ def _bench(o: O.BenchOptions) -> None:
 
 
 def _sweep(o: O.SweepOptions) -> None:
-    from edgesent.sweep import sweep_cli
+    from edgesent.sweep import run_sweep
 
-    sweep_cli(o.recipe, trials=o.trials, timeout=o.timeout, storage=o.storage, metric=o.metric, seed=o.seed,
+    run_sweep(o.recipe, trials=o.trials, timeout=o.timeout, storage=o.storage, metric=o.metric, seed=o.seed,
               overrides=o.set or [])
 
 

@@ -9,12 +9,38 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from edgesent.errors import RecipeError
+
+
+def _increasing(value: list[int]) -> list[int]:
+    if any(i < 0 for i in value):
+        raise ValueError("layer indices must be >= 0")
+    if any(b <= a for a, b in zip(value, value[1:], strict=False)):
+        raise ValueError("layer indices must be strictly increasing (sorted, no duplicates)")
+    return value
+
+
+def _three_ratios(value: list[float]) -> list[float]:
+    if len(value) != 3 or any(v < 0 for v in value) or abs(sum(value) - 1.0) > 1e-6:
+        raise ValueError("must be three non-negative ratios train,validation,test summing to 1")
+    return value
+
+
+LayerIndices = Annotated[list[int], AfterValidator(_increasing)]  # model.keep_layers
+SplitRatios = Annotated[list[float], AfterValidator(_three_ratios)]  # data.resplit
 
 
 class _Strict(BaseModel):
@@ -66,24 +92,13 @@ class ModelConfig(_Strict):
         False, description="Allow loading pickled weights (pytorch_model.bin). Off by default: pickle can run code."
     )
     lora: LoraConfig = Field(default_factory=LoraConfig, description="Used when method is lora.")
-    keep_layers: list[int] | None = Field(
+    keep_layers: LayerIndices | None = Field(
         None,
         min_length=1,
         description="Build the model keeping only these transformer blocks of name_or_path (0-based, increasing; "
         "embeddings and head are copied): e.g. [1, 3, 5] makes a 3-block student of a 6-block model. "
         "name_or_path may be an edgesent run folder, so a student starts from a fine-tuned teacher's own layers.",
     )
-
-    @field_validator("keep_layers")
-    @classmethod
-    def _increasing(cls, value):
-        if value is None:
-            return value
-        if any(i < 0 for i in value):
-            raise ValueError("layer indices must be >= 0")
-        if any(b <= a for a, b in zip(value, value[1:], strict=False)):
-            raise ValueError("layer indices must be strictly increasing (sorted, no duplicates)")
-        return value
 
 
 class DataConfig(_Strict):
@@ -104,7 +119,7 @@ class DataConfig(_Strict):
     validation_size: float = Field(
         0.1, gt=0.0, lt=0.5, description="Fraction of train carved out (stratified, seeded) when there is no validation split."
     )
-    resplit: list[float] | None = Field(
+    resplit: SplitRatios | None = Field(
         None, description="Optional full re-split of all rows by ratios train,validation,test (e.g. [0.8, 0.1, 0.1])."
     )
     max_train_samples: int | None = Field(None, gt=0, description="Use a seeded random subset of train.")
@@ -144,15 +159,6 @@ class DataConfig(_Strict):
         window = info.data.get("window") or info.data.get("max_length")
         if value is not None and window is not None and value > window:
             raise ValueError(f"stride {value} is larger than the window ({window} tokens): text would be skipped")
-        return value
-
-    @field_validator("resplit")
-    @classmethod
-    def _ratios(cls, value):
-        if value is None:
-            return value
-        if len(value) != 3 or any(v < 0 for v in value) or abs(sum(value) - 1.0) > 1e-6:
-            raise ValueError("must be three non-negative ratios train,validation,test summing to 1")
         return value
 
 

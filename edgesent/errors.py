@@ -53,6 +53,19 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     return (lines[0] if lines else type(exc).__name__)[:limit]
 
 
+def json_record(path: str | os.PathLike, number: int, line: str) -> dict:
+    """One line of a JSON-lines file as a dict, or the DataError that names the file and line."""
+    import json
+
+    try:
+        record = json.loads(line)
+    except ValueError as exc:
+        raise DataError(f"{path} line {number} is not valid JSON: {getattr(exc, 'msg', first_line(exc))}") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{path} line {number} is not a JSON object")
+    return record
+
+
 def hub_error(name: str, exc: BaseException, fix: str, cls: type[EdgesentError] | None = None) -> EdgesentError:
     """The one-line error for a hub id that cannot be loaded (offline machine or wrong id); `fix` says
     how to point edgesent at a local copy instead."""

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from edgesent.errors import DataError, EdgesentError
+from edgesent.errors import DataError, EdgesentError, json_record
 from edgesent.runtime import Classifier
 
 FILE_FORMATS = (".csv", ".jsonl", ".parquet", ".txt")
@@ -97,20 +97,13 @@ def _chunks_csv(path: Path, column: str, progress) -> Iterator[tuple[dict[str, l
 
 
 def _chunks_jsonl(path: Path, column: str, progress) -> Iterator[tuple[dict[str, list], list[str]]]:
-    import json
-
     names: list[str] | None = None
     cols: dict[str, list] = {}
     for number, line, size in _decode_lines(path):
         progress.update(size)
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path} line {number} is not valid JSON: {exc.msg}") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{path} line {number} is not a JSON object")
+        record = json_record(path, number, line)
         if column not in record:
             raise _missing_column(path, column, list(record)) if names is None else DataError(
                 f"{path} line {number} has no '{column}' field")

@@ -41,7 +41,7 @@ import time
 import warnings
 from pathlib import Path
 
-from edgesent.errors import DataError, EdgesentError, check_writable, first_line
+from edgesent.errors import DataError, EdgesentError, check_writable, first_line, json_record
 from edgesent.scoring import _decode_lines, _missing_column, check_columns, output_columns, scored_columns
 
 FORMATS = (".csv", ".jsonl", ".parquet", ".txt")
@@ -143,18 +143,9 @@ def check_local_inputs(files: list[str], kind: str, column: str) -> list[str]:
         with open(first, encoding="utf-8-sig", newline="") as fh:
             names = next(csv.reader(fh), None) or []
     else:
-        import json
-
-        names = []
         with open(first, encoding="utf-8-sig") as fh:
-            for number, line in enumerate(fh, start=1):
-                if line.strip():
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise DataError(f"{first} line {number} is not valid JSON: {exc.msg}") from None
-                    names = list(record) if isinstance(record, dict) else []
-                    break
+            names = next((list(json_record(first, number, line)) for number, line in enumerate(fh, start=1)
+                          if line.strip()), [])
     if column not in names:
         raise _missing_column(first, column, names)
     return names

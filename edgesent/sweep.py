@@ -331,15 +331,17 @@ def _read_metric(run: Path, metric: str) -> float:
 # The sweep
 
 
-def run_sweep(
-    recipe: Recipe,
-    trials: int,
-    timeout: float | None = None,
-    storage: str | None = None,
-    metric: str | None = None,
-    seed: int = 0,
-) -> SweepResult:
-    """Run (or resume) the study of `recipe` until it holds `trials` finished trials, then report."""
+def run_sweep(recipe: Recipe | str | Path, trials: int = 20, timeout: float | None = None, storage: str | None = None,
+              metric: str | None = None, seed: int = 0, overrides: list[str] | None = None) -> SweepResult:
+    """Run (or resume) the study of `recipe` until it holds `trials` finished trials, then report.
+
+    `recipe` is a Recipe or a recipe file (loaded with `overrides`, the CLI's --set).
+    """
+    from edgesent.quiet import quiet_libraries
+
+    quiet_libraries()
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe, overrides)
     check_space(recipe)
     if trials < 1:
         raise EdgesentError(f"--trials must be at least 1, got {trials}")
@@ -395,21 +397,3 @@ def _pruner(kind: str) -> optuna.pruners.BasePruner:
     if kind == "successive_halving":
         return optuna.pruners.SuccessiveHalvingPruner()
     return optuna.pruners.NopPruner()
-
-
-# --------------------------------------------------------------------------------------------
-def sweep_cli(
-    recipe_path: str | Path,
-    trials: int = 20,
-    timeout: float | None = None,
-    storage: str | None = None,
-    metric: str | None = None,
-    seed: int = 0,
-    overrides: list[str] | None = None,
-) -> SweepResult:
-    """`edgesent sweep RECIPE --trials N ...`: load the recipe (with --set overrides) and sweep."""
-    from edgesent.quiet import quiet_libraries
-
-    quiet_libraries()
-    recipe = load_recipe(recipe_path, overrides)
-    return run_sweep(recipe, trials=trials, timeout=timeout, storage=storage, metric=metric, seed=seed)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from edgesent.errors import DataError, first_line
+from edgesent.errors import DataError, first_line, json_record
 
 SUFFIXES = (".parquet", ".csv", ".tsv", ".jsonl", ".json")
 TEXT_SUFFIXES = (".txt",)
@@ -107,15 +107,8 @@ def _read_json(path: Path, text: str) -> pd.DataFrame:
             raise DataError(f"{path}: not a valid JSON array of records ({exc})") from None
     records = []
     for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError as exc:
-            raise DataError(f"{path}: line {number} is not valid JSON ({exc.args[0].split(':')[0]})") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{path}: line {number} is not a JSON object")
-        records.append(record)
+        if line.strip():
+            records.append(json_record(path, number, line))
     if not records:
         raise DataError(f"{path} holds no rows")
     return pd.DataFrame.from_records(records)

@@ -239,11 +239,11 @@ def write(tmp_path, data) -> Path:
     ],
 )
 def test_bad_sweep_section_is_one_line_recipe_error(tmp_path, space, fragment):
-    from edgesent.sweep import sweep_cli
+    from edgesent.sweep import run_sweep
 
     data = tiny_recipe(tmp_path / "model", tmp_path / "data", tmp_path / "exports", sweep={"space": space})
     with pytest.raises(RecipeError) as info:
-        sweep_cli(write(tmp_path, data), trials=2)
+        run_sweep(write(tmp_path, data), trials=2)
     assert fragment in str(info.value) and "\n" not in str(info.value)
     assert not (tmp_path / "exports").exists()  # failed before creating the storage
 

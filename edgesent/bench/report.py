@@ -240,6 +240,18 @@ def plot_pareto(results: dict, path: Path) -> bool:
     return _save(fig, path)
 
 
+def save_numbers(path: Path, numbers: dict) -> None:
+    """A bench script's JSON (written under a temporary name, then moved into place), and the line naming it."""
+    from edgesent.errors import atomic_write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    def plain(value):  # numpy scalars as numbers, anything else (paths, dates) as text
+        return value.item() if hasattr(value, "item") else str(value)
+
+    atomic_write_text(path, json.dumps(numbers, indent=1, default=plain) + "\n")
+    print(f"numbers: {path}")
+
+
 def write_outputs(folder: Path, results: dict) -> None:
     folder = Path(folder)
     results["plots"] = [name for name, fn in (("latency.png", plot_latency), ("pareto.png", plot_pareto))

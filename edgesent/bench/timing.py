@@ -52,3 +52,14 @@ def time_runs(fn, budget: float, warmup: int = WARMUP_RUNS, min_runs: int = MIN_
         fn()
         samples.append(time.perf_counter() - start)
     return samples
+
+
+def one_text_p50_ms(path, preprocessor, text: str, seq: int = 128, budget: float = 3.0) -> float:
+    """p50 (ms) of one ONNX file on one thread for one text repeated to fill `seq` tokens (truncated
+    the artifact's way): the single-review latency the bench scripts report beside accuracy."""
+    from edgesent.bench.inputs import text_batch
+    from edgesent.session import OnnxSession
+
+    sess = OnnxSession(path, threads=1)
+    batch = text_batch(preprocessor, [text * 50], 1, seq)
+    return summarize(time_runs(lambda: sess.logits(batch), budget))["p50_ms"]

@@ -63,6 +63,14 @@ __all__ = [
 ]
 
 
+def _add_gated(models: dict[str, ModelEntry], key: str, gate) -> None:
+    """Record a gate's fp32 accuracy on the fp32 entry and, when a variant passed, its file's entry."""
+    if gate.record["fp32_accuracy"] is not None:
+        models[file_for("fp32")].metrics["accuracy"] = gate.record["fp32_accuracy"]
+    if gate.kept is not None:
+        models[file_for(key)] = gate.model_entry()
+
+
 def export(source: str | os.PathLike | None = None, out: str | os.PathLike | None = None, **options) -> Path:
     """Export SOURCE to an artifact folder and return its path (see the module docstring).
 
@@ -97,18 +105,12 @@ def export(source: str | os.PathLike | None = None, out: str | os.PathLike | Non
         if int8:
             gate = quantize_with_gate(fp32, tmp / file_for("int8"), src, evalset, calib, static=opts.static,
                                       max_drop=opts.max_drop)
-            if gate.record["fp32_accuracy"] is not None:
-                models[file_for("fp32")].metrics["accuracy"] = gate.record["fp32_accuracy"]
-            if gate.kept is not None:
-                models[file_for("int8")] = gate.model_entry()
+            _add_gated(models, "int8", gate)
         if opts.openvino:
             ov_gate = quantize_with_gate(fp32, tmp / file_for("openvino-int8"), src, evalset, calib, static=True,
                                          max_drop=opts.max_drop, table=OPENVINO_VARIANTS,
                                          fp32_preds=gate.fp32_preds if gate else None)
-            if ov_gate.record["fp32_accuracy"] is not None:
-                models[file_for("fp32")].metrics["accuracy"] = ov_gate.record["fp32_accuracy"]
-            if ov_gate.kept is not None:
-                models[file_for("openvino-int8")] = ov_gate.model_entry()
+            _add_gated(models, "openvino-int8", ov_gate)
         if opts.fp16:
             models[file_for("fp16")] = convert_fp16(fp32, tmp / file_for("fp16"), src.model, src.preprocessor)
         src.tokenizer.save_pretrained(tmp)
@@ -129,3 +131,4 @@ def export(source: str | os.PathLike | None = None, out: str | os.PathLike | Non
         if g is not None and g.error is not None:
             raise g.error
     return final
+
