@@ -12,6 +12,11 @@ runtime imports openvino.
   so the runtime's length bucketing works unchanged.
 - `threads` -> `INFERENCE_NUM_THREADS` (None: OpenVINO's default, one per core), one stream and the
   LATENCY hint, like onnxruntime's one sequential inter-op thread.
+- Fewer threads than cores -> `ENABLE_CPU_PINNING` off. OpenVINO pins its compute threads to cores
+  by default, and every process picks the same first cores: two Ray actors with one thread each were
+  both pinned to core 0 and shared it (each at 50 % CPU, no faster than one actor; measured on the
+  2-core dev box, bench/RESULTS.md section 10). A process that does not own the whole machine leaves
+  placement to the OS scheduler; with all cores (or threads=None) OpenVINO's default is kept.
 - `hint` -> `INFERENCE_PRECISION_HINT`: "f32" (default: OpenVINO would otherwise pick bf16 by itself
   on CPUs with native bf16 and no longer match fp32 logits) or "bf16", which only CPUs with native
   bf16 (avx512_bf16 / AMX) accept here (`bf16_skip_reason`).
@@ -32,6 +37,7 @@ import numpy as np
 
 from edgesent.artifact import max_tokens
 from edgesent.errors import ArtifactError, EdgesentError, first_line
+from edgesent.machine import usable_cores
 from edgesent.session import check_inputs, feed_for
 
 EXTRA = 'pip install "edgesent[openvino]"'
@@ -84,6 +90,8 @@ class OpenVinoSession:
         config = {"INFERENCE_PRECISION_HINT": self.hint, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = str(int(threads))
+            if int(threads) < usable_cores():
+                config["ENABLE_CPU_PINNING"] = False
         try:
             model = ie.read_model(str(self.path))
             self.compiled = ie.compile_model(model, "CPU", config)

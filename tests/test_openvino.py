@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -199,3 +200,34 @@ def test_inputs_beyond_the_positions_are_refused_not_crashing(ov_artifact):
     long = {k: np.concatenate([v, v[:, :1]], axis=1) for k, v in ok.items()}
     with pytest.raises(EdgesentError, match=f"{limit + 1} tokens exceed the {limit} positions"):
         sess.logits(long)
+
+
+PINNED_THREADS = """
+import glob, sys
+import numpy as np
+from edgesent.openvino_session import OpenVinoSession
+sess = OpenVinoSession(sys.argv[1], threads=1)
+batch = {"input_ids": np.full((2, 16), 7), "attention_mask": np.ones((2, 16), dtype=np.int64)}
+for _ in range(3):
+    sess.logits(batch)
+print(sess.compiled.get_property("ENABLE_CPU_PINNING"))
+for task in glob.glob("/proc/self/task/*/status"):
+    print(open(task).read().split("Cpus_allowed_list:")[1].split()[0])
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or len(os.sched_getaffinity(0)) < 2,
+                    reason="thread affinity is read from /proc; needs 2+ usable cores")
+def test_fewer_threads_than_cores_pins_no_thread(ov_artifact):
+    """OpenVINO pins its compute threads by default and every process picks the same first core: two
+    one-thread Ray actors shared core 0. With fewer threads than cores no thread may be pinned
+    (checked in a fresh process, whose threads no earlier session touched)."""
+    everything = ",".join(map(str, sorted(os.sched_getaffinity(0))))
+    proc = subprocess.run([sys.executable, "-c", PINNED_THREADS, str(ov_artifact / FILES["openvino-int8"])],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    pinning, *allowed = proc.stdout.split()
+    assert pinning == "False"
+    to_list = {a: ",".join(str(c) for part in a.split(",") for c in (
+        range(int(part.split("-")[0]), int(part.split("-")[-1]) + 1))) for a in allowed}
+    assert all(to_list[a] == everything for a in allowed), allowed
