@@ -60,7 +60,8 @@ def _floats(value):
 
 
 class Options(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=(), arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), arbitrary_types_allowed=True,
+                              defer_build=True)  # schemas built on first use: `--help` never pays for them
 
     @classmethod
     def parse(cls, values: dict[str, Any] | None = None, **kwargs) -> Options:
