@@ -98,12 +98,14 @@ def test_sweep_resumes_to_total_and_best_recipe_reproduces(recipe):
 
 def poll_states(db: Path) -> list[str]:
     """Trial states read straight from SQLite, read-only (optuna would race the writer creating the schema).
-    A RUNNING trial whose owner pid is already stored reads 'RUNNING-owned'."""
+    A RUNNING trial whose owner pid and sampled parameters are already stored reads 'RUNNING-owned'
+    (killed before sampling, its retry could not repeat its parameters: the test would race)."""
     try:
         with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
             rows = con.execute(
                 "SELECT t.state, EXISTS(SELECT 1 FROM trial_user_attributes a WHERE a.trial_id = t.trial_id "
-                "AND a.key = 'pid') FROM trials t"
+                "AND a.key = 'pid') AND EXISTS(SELECT 1 FROM trial_params p WHERE p.trial_id = t.trial_id) "
+                "FROM trials t"
             ).fetchall()
     except sqlite3.Error:  # no file or no tables yet
         return []
