@@ -213,6 +213,16 @@ def sentiment_data(tmp_path_factory) -> Path:
     return write_sentiment_data(tmp_path_factory.mktemp("data"))
 
 
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, model_factory, sentiment_data) -> Path:
+    """A tiny BERT run trained on the synthetic reviews (one per test module: tests may export into it)."""
+    from test_export import write_run
+
+    root = tmp_path_factory.mktemp("runs")
+    recipe = tiny_recipe(model_factory("bert"), sentiment_data, root / "exports")
+    return write_run(root / "exports" / "tiny-20250101-000000", recipe, train=True, data_dir=sentiment_data)
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     try:

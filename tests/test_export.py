@@ -92,13 +92,6 @@ def fit(model, pre, data_dir: Path, epochs: int = 4) -> None:
 
 # ------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, model_factory, sentiment_data) -> Path:
-    root = tmp_path_factory.mktemp("runs")
-    recipe = tiny_recipe(model_factory("bert"), sentiment_data, root / "exports")
-    return write_run(root / "exports" / "tiny-20250101-000000", recipe, train=True, data_dir=sentiment_data)
-
-
-@pytest.fixture(scope="module")
 def int8_artifact(trained_run, tmp_path_factory) -> Path:
     return E.export(trained_run, tmp_path_factory.mktemp("int8") / "artifact", int8=True, calibration=32)
 

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, tiny_recipe
-from test_export import write_run
+from conftest import ROOT
 
 from edgesent import export as E
 from edgesent.artifact import FILES, ir_weights, load_manifest
@@ -31,13 +30,6 @@ pytest.importorskip("nncf")
 
 OV_XML = FILES["openvino-int8"]
 OV_ATOL = 1e-4  # OpenVINO fp32 (f32 precision hint) against onnxruntime fp32, logits
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, model_factory, sentiment_data) -> Path:
-    root = tmp_path_factory.mktemp("ov-runs")
-    recipe = tiny_recipe(model_factory("bert"), sentiment_data, root / "exports")
-    return write_run(root / "exports" / "tiny-20250101-000000", recipe, train=True, data_dir=sentiment_data)
 
 
 @pytest.fixture(scope="module")
