@@ -89,6 +89,25 @@ def io_only(path: Path, folder: Path) -> dict:
             "output_bytes_per_row": round((folder / "io.parquet").stat().st_size / n, 1)}
 
 
+def same_answers(tmp: Path, labels: list[str]) -> dict:
+    """Each Ray output against the single-process one, row for row by id, and the single-process
+    accuracy on the input's gold labels (kept beside the predictions by --prefix pred_)."""
+    import pandas as pd
+
+    if not (tmp / "single.parquet").is_file():
+        return {}
+    one = pd.read_parquet(tmp / "single.parquet").set_index("id").sort_index()
+    probs = [f"pred_prob_{name}" for name in labels]
+    out = {"single_accuracy": float((one["pred_label"].map(labels.index) == one["label"]).mean())}
+    for key in ("ray1", "ray2"):
+        if (tmp / key).is_dir():
+            many = pd.read_parquet(tmp / key).set_index("id").sort_index()
+            out[key] = {"ids_exactly_once": bool(many.index.is_unique and list(many.index) == list(one.index)),
+                        "labels_differ": int((many["pred_label"] != one["pred_label"]).sum()),
+                        "max_prob_diff": float((many[probs] - one[probs]).abs().to_numpy().max())}
+    return out
+
+
 def model_load(artifact: Path, model: str) -> float:
     from edgesent.runtime import Classifier
 
@@ -124,15 +143,18 @@ def main(argv: list[str] | None = None) -> None:
             a.artifact, "--file", small, *common, "--engine", "ray", "--workers", 2, "--threads", 1, "--out", tmp / "ray2s"]
         keys = dict(zip(("single", "ray1", "ray2", "startup"), configs, strict=True))
         rows = [{"key": k, **run(keys[k], configs[keys[k]])} for k in a.configs.split(",")]
+        from edgesent.artifact import load_manifest
+
+        answers = same_answers(tmp, load_manifest(a.artifact).labels)
         io = io_only(src, tmp)
         load_s = model_load(a.artifact, a.model)
 
-    from edgesent.artifact import load_manifest
     from edgesent.machine import machine_facts
 
     result = {"machine": machine_facts(), "artifact": str(a.artifact), "model": a.model,
-              "engine": load_manifest(a.artifact).engine,  # the artifact's default: every configuration uses it "batch_size": a.batch_size, "rows": a.rows,
-              "configs": rows, "io_only": io, "model_load_s": round(load_s, 3)}
+              "engine": load_manifest(a.artifact).engine,  # the artifact's default, used by every configuration
+              "batch_size": a.batch_size, "rows": a.rows,
+              "configs": rows, "same_answers": answers, "io_only": io, "model_load_s": round(load_s, 3)}
     per_core = next((r["scoring_rows_per_s"] for r in rows if r["key"] == "ray1"), None)
     two = next((r["scoring_rows_per_s"] for r in rows if r["key"] == "ray2"), None)
     if per_core:
